@@ -114,8 +114,34 @@ class HeadParser {
   const ParseError& error() const { return error_; }
 
  private:
+  // Offsets (from the first byte of the message) of the parts of a validated start line.
+  struct StartLine {
+    size_t begin = 0;            // first byte (a request may be preceded by empty lines)
+    size_t end = 0;              // the CR that ends it
+    size_t method_end = 0;       // request: the SP after the method
+    size_t target_end = 0;       // request: the SP after the request-target
+    size_t authority_begin = 0;  // request in absolute-form: host[:port]
+    size_t authority_end = 0;
+    size_t path_begin = 0;       // request: the path is [path_begin, target_end), "/" if empty
+    int version_minor = 1;
+    int status = 0;              // response
+  };
+
+  // Finds and validates the lines of the head; on kComplete sets *head_size. Errors carry the
+  // status a request would get; ParseResponse turns them into 502.
+  ParseResult ScanHead(std::string_view data, bool request, size_t* head_size);
+  bool ParseRequestLine(std::string_view data, size_t begin, size_t end);
+  bool ParseStatusLine(std::string_view data, size_t begin, size_t end);
+  ParseResult Fail(int status, std::string_view reason);
+
   Limits limits_;
   size_t scanned_ = 0;  // bytes already checked to hold no complete head
+  // Progress of the message being received; reinitialised whenever scanned_ is 0.
+  size_t line_start_ = 0;      // first byte of the line not yet terminated
+  size_t method_scanned_ = 0;  // request line still open: its method is valid up to here
+  size_t field_lines_ = 0;     // field lines validated so far
+  bool start_line_done_ = false;
+  StartLine start_line_;
   ParseError error_;
 };
 
@@ -164,7 +190,11 @@ class BodyDecoder {
   uint32_t trailer_bytes_ = 0;
   bool ext_in_quotes_ = false;
   bool ext_escape_ = false;
+  uint8_t sub_state_ = 0;   // position inside a chunk extension or a trailer field line
   std::string_view error_;
+
+  // Enters kError with `reason`; returns `consumed` for Consume to pass on.
+  size_t Fail(size_t consumed, std::string_view reason);
 };
 
 // Case-insensitive ASCII comparison.

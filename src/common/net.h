@@ -29,6 +29,9 @@ struct Endpoint {
 
 // Parses "127.0.0.1:9001", "[::1]:9001", or "localhost:9001" (localhost means 127.0.0.1).
 Result<Endpoint> ParseEndpoint(std::string_view text);
+// A numeric address without brackets ("0.0.0.0", "::1") and a port, e.g. a listener's bind
+// address. Host names are not accepted.
+Result<Endpoint> MakeEndpoint(std::string_view address, uint16_t port);
 
 // An address block like "127.0.0.0/8" or "::1/128"; a bare address means a single host.
 struct Cidr {

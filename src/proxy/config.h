@@ -23,13 +23,18 @@ using Duration = std::chrono::milliseconds;
 
 enum class Algorithm { kRoundRobin, kLeastOutstandingRequests };
 std::string_view AlgorithmName(Algorithm a);
+// Inverse of AlgorithmName: "round_robin" or "least_outstanding_requests".
+Result<Algorithm> ParseAlgorithm(std::string_view name);
 
 // Status codes that count as healthy, e.g. "200-299" or "200,301" or "200-299,404".
 struct StatusMatcher {
   std::vector<std::pair<int, int>> ranges;  // inclusive
   bool Matches(int status) const;
   std::string ToString() const;  // canonical text, parses back to the same matcher
+  bool operator==(const StatusMatcher&) const = default;
 };
+// Parses the text form, e.g. "200-299,404". Checks syntax and that codes are 100..599, lo <= hi.
+Result<StatusMatcher> ParseStatusMatcher(std::string_view text);
 
 struct HealthCheckConfig {
   std::string path = "/";
@@ -38,6 +43,8 @@ struct HealthCheckConfig {
   int healthy_threshold = 2;
   int unhealthy_threshold = 2;
   StatusMatcher matcher{{{200, 299}}};
+
+  bool operator==(const HealthCheckConfig&) const = default;
 };
 
 struct TargetGroupConfig {
@@ -47,6 +54,8 @@ struct TargetGroupConfig {
   HealthCheckConfig health_check;
   Duration deregistration_delay = std::chrono::seconds(30);
   std::map<std::string, std::string> tags;
+
+  bool operator==(const TargetGroupConfig&) const = default;
 };
 
 struct ListenerConfig {
@@ -55,6 +64,8 @@ struct ListenerConfig {
   uint16_t port = 0;
   std::string target_group;
   std::vector<Cidr> allow;  // empty = everyone
+
+  bool operator==(const ListenerConfig&) const = default;
 };
 
 // Timeouts and limits of the HTTP engine. Defaults are those of the mature proxies.
@@ -66,8 +77,10 @@ struct Limits {
   Duration upstream_idle_timeout = std::chrono::seconds(30);  // pooled connections older are closed
   Duration drain_timeout = std::chrono::seconds(30);          // SIGTERM: bound for in-flight work
   size_t max_request_line = 8 * 1024;                          // -> 414
-  size_t max_header_bytes = 32 * 1024;                         // whole head -> 431
+  size_t max_header_bytes = 16 * 1024;  // whole head -> 431; at most 16384 (one I/O buffer)
   size_t max_headers = 100;                                    // header count -> 431
+
+  bool operator==(const Limits&) const = default;
 };
 
 struct ProxyConfig {
@@ -82,6 +95,8 @@ struct ProxyConfig {
   TargetGroupConfig* FindTargetGroup(std::string_view name);
   const ListenerConfig* FindListener(std::string_view name) const;
   ListenerConfig* FindListener(std::string_view name);
+
+  bool operator==(const ProxyConfig&) const = default;
 };
 
 // Parses YAML (JSON is accepted too: it is YAML). On error the Status is kInvalidArgument and its

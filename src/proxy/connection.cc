@@ -1,0 +1,1000 @@
+#include "proxy/connection.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include <boost/asio/ip/tcp.hpp>
+
+namespace bluegreen::proxy {
+namespace {
+
+using http::BodyFraming;
+using http::Header;
+using http::HeaderKind;
+
+constexpr uint8_t Bit(int w) { return static_cast<uint8_t>(1u << w); }
+
+// Appends text to a buffer; returns false when it does not fit.
+class HeadWriter {
+ public:
+  explicit HeadWriter(Buffer* b) : b_(b) {}
+  void Add(std::string_view s) {
+    if (!ok_) return;
+    if (s.size() > b_->space()) {
+      ok_ = false;
+      return;
+    }
+    std::memcpy(b_->data + b_->end, s.data(), s.size());
+    b_->end += s.size();
+  }
+  void AddHeader(std::string_view name, std::string_view value) {
+    Add(name);
+    Add(": ");
+    Add(value);
+    Add("\r\n");
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  Buffer* b_;
+  bool ok_ = true;
+};
+
+std::string_view StatusText(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+  }
+}
+
+bool IsIdempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||
+         method == "OPTIONS" || method == "TRACE";
+}
+
+// Writes the peer's IP as text; returns its length.
+size_t FormatPeer(const sockaddr_in6& peer, char* out, size_t cap) {
+  const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
+  const char* r = nullptr;
+  if (sa->sa_family == AF_INET) {
+    r = inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, out, cap);
+  } else if (sa->sa_family == AF_INET6) {
+    r = inet_ntop(AF_INET6, &peer.sin6_addr, out, cap);
+  }
+  return r == nullptr ? 0 : std::strlen(out);
+}
+
+bool WouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+}  // namespace
+
+ClientConnection::ClientConnection(Worker* worker, int fd, uint32_t listener_id,
+                                   const sockaddr* peer, socklen_t peer_len)
+    : w_(worker), sock_(worker->io()), listener_id_(listener_id) {
+  std::memcpy(&peer_, peer, std::min<size_t>(peer_len, sizeof(peer_)));
+  boost::system::error_code ec;
+  const auto proto = peer->sa_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
+  sock_.assign(proto, fd, ec);
+  if (ec) ::close(fd);
+}
+
+ClientConnection::~ClientConnection() = default;
+
+int ClientConnection::client_fd() { return sock_.native_handle(); }
+int ClientConnection::up_fd() { return up_->sock.native_handle(); }
+
+void ClientConnection::Start() {
+  if (!sock_.is_open()) {
+    Close();
+    return;
+  }
+  SetDeadline(w_->current().limits.client_idle_timeout);
+  Drive();
+}
+
+void ClientConnection::SetDeadline(Clock::duration d) { deadline_ = w_->now() + d; }
+
+void ClientConnection::WaitFor(Wait w) {
+  const uint8_t bit = Bit(static_cast<int>(w));
+  if (waiting_ & bit) return;
+  const bool upstream = (w == Wait::kUpRead || w == Wait::kUpWrite);
+  asio::ip::tcp::socket& s = upstream ? up_->sock : sock_;
+  const auto type = (w == Wait::kClientRead || w == Wait::kUpRead)
+                        ? asio::ip::tcp::socket::wait_read
+                        : asio::ip::tcp::socket::wait_write;
+  waiting_ |= bit;
+  ++pending_;
+  const uint64_t seq = up_seq_;
+  s.async_wait(type, [this, w, seq](const boost::system::error_code& ec) {
+    OnWaitDone(w, seq, ec);
+  });
+}
+
+void ClientConnection::OnWaitDone(Wait w, uint64_t seq, const boost::system::error_code& ec) {
+  --pending_;
+  if (phase_ == Phase::kClosed) {
+    if (pending_ == 0) delete this;
+    return;
+  }
+  const bool upstream = (w == Wait::kUpRead || w == Wait::kUpWrite);
+  if (upstream && seq != up_seq_) return;  // a wait on an upstream connection we closed
+  waiting_ &= static_cast<uint8_t>(~Bit(static_cast<int>(w)));
+  if (ec == asio::error::operation_aborted) return;
+  w_->UpdateNow();
+  if (upstream && up_connecting_ && w == Wait::kUpWrite) {
+    OnUpstreamConnected();
+    return;
+  }
+  Drive();
+}
+
+void ClientConnection::Drive() {
+  for (int guard = 0; guard < 1000; ++guard) {
+    bool progress = false;
+    switch (phase_) {
+      case Phase::kHead: progress = DriveHead(); break;
+      case Phase::kProxy: progress = DriveProxy(); break;
+      case Phase::kTunnel: progress = DriveTunnel(); break;
+      case Phase::kClosed: return;
+    }
+    if (!progress) return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a request head.
+
+bool ClientConnection::DriveHead() {
+  if (in_ != nullptr && !in_->empty()) {
+    http::RequestHead& req = w_->scratch_request();
+    const std::string_view data(in_->begin_ptr(), in_->size());
+    const http::ParseResult r = parser_.ParseRequest(data, &req);
+    if (r == http::ParseResult::kComplete) {
+      Dispatch(req);
+      return true;
+    }
+    if (r == http::ParseResult::kError) {
+      Respond(parser_.error().status, /*close_after=*/true);
+      return true;
+    }
+    // Incomplete: the first byte of a request starts the header timeout.
+    if (in_->space() == 0) {
+      if (in_->start > 0) {
+        in_->Compact();
+      } else {
+        Respond(431, true);
+        return true;
+      }
+    }
+  }
+  if (client_eof_) {
+    Close();
+    return false;
+  }
+  if (in_ == nullptr) in_ = w_->buffers().Get();
+  const bool was_empty = in_->empty();
+  const ssize_t n = ::recv(client_fd(), in_->data + in_->end, in_->space(), 0);
+  if (n > 0) {
+    if (was_empty) {
+      SetDeadline(w_->current().limits.client_header_timeout);
+    }
+    in_->end += static_cast<size_t>(n);
+    return true;
+  }
+  if (n == 0) {
+    client_eof_ = true;
+    Close();
+    return false;
+  }
+  if (WouldBlock(errno)) {
+    if (in_->empty()) {
+      // Idle: hold no buffer while waiting.
+      w_->buffers().Put(in_);
+      in_ = nullptr;
+    }
+    WaitFor(Wait::kClientRead);
+    return false;
+  }
+  Close();
+  return false;
+}
+
+void ClientConnection::Dispatch(const http::RequestHead& req) {
+  ws_ = w_->AcquireSnapshot();
+  const Snapshot& snap = *ws_->snap;
+  started_ = Clock::now();
+  req_keep_alive_ = req.keep_alive && !w_->draining();
+  req_is_head_ = req.method == "HEAD";
+  req_idempotent_ = IsIdempotent(req.method);
+  req_upgrade_ = req.upgrade;
+  req_http10_ = req.version_minor == 0;
+  retried_ = false;
+  req_body_pending_ = 0;
+  resp_started_ = resp_head_done_ = resp_sent_any_ = false;
+  req_body_sent_ = up_bytes_sent_ = 0;
+  resp_status_ = 0;
+  up_eof_ = false;
+
+  const size_t head_size = req.head_size;
+  const bool has_body = req.framing != BodyFraming::kNone &&
+                        !(req.framing == BodyFraming::kContentLength && req.content_length == 0);
+  listener_ = snap.FindListener(listener_id_);
+  if (listener_ == nullptr || listener_->group < 0) {
+    in_->start += head_size;
+    Respond(503, true);
+    return;
+  }
+  if (!listener_->allow.empty()) {
+    bool allowed = false;
+    for (const Cidr& c : listener_->allow) {
+      if (c.Contains(reinterpret_cast<const sockaddr*>(&peer_))) {
+        allowed = true;
+        break;
+      }
+    }
+    if (!allowed) {
+      in_->start += head_size;
+      Respond(403, has_body);
+      return;
+    }
+  }
+
+  // Rewrite the head for the upstream.
+  up_head_ = w_->buffers().Get();
+  HeadWriter hw(up_head_);
+  hw.Add(req.method);
+  hw.Add(" ");
+  hw.Add(req.path);
+  hw.Add(req_http10_ ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+  std::string_view xff_prev;
+  bool xff_multi = false;
+  for (const Header& h : req.headers) {
+    if (h.hop_by_hop) continue;
+    switch (h.kind) {
+      case HeaderKind::kXForwardedFor:
+        if (xff_prev.empty()) {
+          xff_prev = h.value;
+        } else {
+          xff_multi = true;
+          hw.AddHeader("X-Forwarded-For", h.value);  // keep earlier lines, in order
+        }
+        continue;
+      case HeaderKind::kXForwardedProto:
+      case HeaderKind::kXForwardedPort:
+        continue;  // set below from what this listener saw
+      case HeaderKind::kHost:
+        if (!req.authority.empty()) {
+          hw.AddHeader("Host", req.authority);
+          continue;
+        }
+        break;
+      default:
+        break;
+    }
+    hw.Add(h.name);
+    hw.Add(": ");
+    hw.Add(h.value);
+    hw.Add("\r\n");
+  }
+  if (req.host.empty() && !req.authority.empty()) hw.AddHeader("Host", req.authority);
+  char ip[INET6_ADDRSTRLEN];
+  const size_t ip_len = FormatPeer(peer_, ip, sizeof(ip));
+  hw.Add("X-Forwarded-For: ");
+  if (!xff_prev.empty() && !xff_multi) {
+    hw.Add(xff_prev);
+    hw.Add(", ");
+  }
+  hw.Add(std::string_view(ip, ip_len));
+  hw.Add("\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ");
+  hw.Add(listener_->port_text);
+  hw.Add("\r\n");
+  if (req.framing == BodyFraming::kChunked) hw.Add("Transfer-Encoding: chunked\r\n");
+  if (req.upgrade) {
+    for (const Header& h : req.headers) {
+      if (h.kind == HeaderKind::kUpgrade) hw.AddHeader("Upgrade", h.value);
+    }
+    hw.Add("Connection: upgrade\r\n");
+  } else if (req_http10_) {
+    hw.Add("Connection: keep-alive\r\n");
+  }
+  hw.Add("\r\n");
+  if (xff_multi) {
+    // Several X-Forwarded-For lines came in: they were copied in order; ours is the last one.
+  }
+  in_->start += head_size;
+  if (!hw.ok()) {
+    Respond(431, true);
+    return;
+  }
+
+  req_body_.Start(req.framing, req.content_length);
+  req_body_pending_ = req_body_.Consume(std::string_view(in_->begin_ptr(), in_->size()));
+  if (req_body_.failed()) {
+    Respond(400, true);
+    return;
+  }
+
+  const TargetSnap* t = w_->PickTarget(snap, listener_->group, UINT32_MAX);
+  if (t == nullptr) {
+    Respond(503, has_body && !req_body_.done());
+    return;
+  }
+  phase_ = Phase::kProxy;
+  target_ = t;
+  Upstream* idle = w_->TakeIdleUpstream(t->id);
+  if (idle != nullptr) {
+    up_ = idle;
+    ++up_seq_;
+    up_reused_ = true;
+    up_connecting_ = false;
+    w_->AddInFlight(t->id, 1);
+    in_flight_counted_ = true;
+    SetDeadline(snap.limits.upstream_response_timeout);
+  } else {
+    ConnectUpstream(*t);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream connection.
+
+void ClientConnection::ConnectUpstream(const TargetSnap& target) {
+  target_ = &target;
+  up_reused_ = false;
+  w_->AddInFlight(target.id, 1);
+  in_flight_counted_ = true;
+  const int fd = ::socket(target.endpoint.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    UpstreamFailed(false);
+    return;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  up_ = new Upstream(w_->io());
+  up_->target_id = target.id;
+  ++up_seq_;
+  boost::system::error_code ec;
+  up_->sock.assign(target.endpoint.family() == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(),
+                   fd, ec);
+  if (ec) {
+    ::close(fd);
+    UpstreamFailed(false);
+    return;
+  }
+  const int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&target.endpoint.addr),
+                          target.endpoint.len);
+  SetDeadline(ws_->snap->limits.upstream_connect_timeout);
+  if (r == 0) {
+    up_connecting_ = false;
+    SetDeadline(ws_->snap->limits.upstream_response_timeout);
+    return;  // Drive continues
+  }
+  if (errno == EINPROGRESS) {
+    up_connecting_ = true;
+    WaitFor(Wait::kUpWrite);
+    return;
+  }
+  w_->CountConnectError(target.id);
+  UpstreamFailed(false);
+}
+
+void ClientConnection::OnUpstreamConnected() {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (::getsockopt(up_fd(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  up_connecting_ = false;
+  if (err != 0) {
+    w_->CountConnectError(target_->id);
+    UpstreamFailed(false);
+    Drive();
+    return;
+  }
+  SetDeadline(ws_->snap->limits.upstream_response_timeout);
+  Drive();
+}
+
+void ClientConnection::CloseUpstream() {
+  if (up_ == nullptr) return;
+  ++up_seq_;
+  waiting_ &= static_cast<uint8_t>(~(Bit(static_cast<int>(Wait::kUpRead)) |
+                                     Bit(static_cast<int>(Wait::kUpWrite))));
+  w_->CloseUpstream(up_);
+  up_ = nullptr;
+  up_connecting_ = false;
+}
+
+// The upstream connection failed before any response byte (or timed out).
+void ClientConnection::UpstreamFailed(bool timeout) {
+  const bool was_reused = up_reused_;
+  CloseUpstream();
+  if (in_flight_counted_) {
+    w_->AddInFlight(target_->id, -1);
+    in_flight_counted_ = false;
+  }
+  // One retry on a fresh connection, to another target where there is one: only when nothing of
+  // the request body has gone out, and the request is idempotent or nothing was sent at all.
+  const bool nothing_sent = up_bytes_sent_ == 0;
+  const bool retry_ok = !retried_ && !timeout && req_body_sent_ == 0 &&
+                        (nothing_sent || (req_idempotent_ && was_reused)) && !resp_started_;
+  if (retry_ok) {
+    const TargetSnap* t = w_->PickTarget(*ws_->snap, listener_->group, target_->id);
+    if (t != nullptr) {
+      retried_ = true;
+      w_->CountRetry();
+      up_head_->start = 0;
+      up_bytes_sent_ = 0;
+      ConnectUpstream(*t);
+      return;
+    }
+  }
+  const bool body_done = req_body_.done();
+  Respond(timeout ? 504 : 502, !body_done);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxying one exchange.
+
+bool ClientConnection::DriveProxy() {
+  bool progress = false;
+  const int cfd = client_fd();
+
+  // 1. Request bytes to the upstream.
+  if (!own_response_ && up_ != nullptr && !up_connecting_) {
+    const bool head_left = up_head_ != nullptr && !up_head_->empty() && !resp_started_;
+    if (head_left || req_body_pending_ > 0) {
+      iovec iov[2];
+      int n_iov = 0;
+      if (head_left) iov[n_iov++] = {up_head_->begin_ptr(), up_head_->size()};
+      if (req_body_pending_ > 0) iov[n_iov++] = {in_->begin_ptr(), req_body_pending_};
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<size_t>(n_iov);
+      const ssize_t n = ::sendmsg(up_fd(), &msg, MSG_NOSIGNAL);
+      if (n > 0) {
+        size_t left = static_cast<size_t>(n);
+        up_bytes_sent_ += left;
+        if (head_left) {
+          const size_t h = std::min(left, up_head_->size());
+          up_head_->start += h;
+          left -= h;
+        }
+        if (left > 0) {
+          in_->start += left;
+          req_body_pending_ -= left;
+          req_body_sent_ += left;
+        }
+        progress = true;
+      } else if (n < 0 && WouldBlock(errno)) {
+        WaitFor(Wait::kUpWrite);
+      } else {
+        if (!resp_started_) {
+          UpstreamFailed(false);
+          return true;
+        }
+        // The upstream stopped reading the body but answered: finish the response, then close.
+        close_after_ = true;
+        req_body_pending_ = 0;
+      }
+    } else if (!req_body_.done() && !client_eof_) {
+      // Need more request body from the client.
+      if (in_->empty()) in_->start = in_->end = 0;
+      if (in_->space() == 0) in_->Compact();
+      const ssize_t n = ::recv(cfd, in_->data + in_->end, in_->space(), 0);
+      if (n > 0) {
+        const size_t got = static_cast<size_t>(n);
+        const size_t body =
+            req_body_.Consume(std::string_view(in_->data + in_->end, got));
+        in_->end += got;
+        req_body_pending_ += body;
+        if (req_body_.failed()) {
+          if (!resp_sent_any_) {
+            CloseUpstream();
+            Respond(400, true);
+          } else {
+            Close();
+          }
+          return true;
+        }
+        SetDeadline(ws_->snap->limits.upstream_response_timeout);
+        progress = true;
+      } else if (n == 0) {
+        client_eof_ = true;  // the client gave up mid-body
+        Close();
+        return false;
+      } else if (WouldBlock(errno)) {
+        WaitFor(Wait::kClientRead);
+      } else {
+        Close();
+        return false;
+      }
+    }
+  }
+
+  // 2. Response bytes from the upstream (only when the last ones went out to the client).
+  if (!own_response_ && up_ != nullptr && !up_connecting_ && resp_body_pending_ == 0 &&
+      (client_head_ == nullptr || client_head_->empty()) && !(resp_head_done_ && resp_body_.done())) {
+    if (resp_ == nullptr) resp_ = w_->buffers().Get();
+    if (resp_->empty()) resp_->start = resp_->end = 0;
+    if (resp_->space() == 0) resp_->Compact();
+    const ssize_t n = ::recv(up_fd(), resp_->data + resp_->end, resp_->space(), 0);
+    if (n > 0) {
+      resp_started_ = true;
+      resp_->end += static_cast<size_t>(n);
+      SetDeadline(ws_->snap->limits.upstream_response_timeout);
+      if (!resp_head_done_) {
+        if (!ParseResponseHeads()) return true;
+      } else {
+        resp_body_pending_ =
+            resp_body_.Consume(std::string_view(resp_->begin_ptr(), resp_->size()));
+        if (resp_body_.failed()) {
+          Close();  // a broken body cannot be reported any more
+          return false;
+        }
+        if (resp_body_.done() && resp_body_pending_ < resp_->size()) {
+          resp_keep_alive_ = false;  // bytes after the response: do not reuse
+          resp_->end = resp_->start + resp_body_pending_;
+        }
+      }
+      progress = true;
+    } else if (n == 0) {
+      up_eof_ = true;
+      if (!resp_started_) {
+        UpstreamFailed(false);
+        return true;
+      }
+      if (resp_head_done_ && resp_body_.framing() == BodyFraming::kUntilClose) {
+        resp_body_.FinishAtClose();
+        resp_keep_alive_ = false;
+        progress = true;
+      } else {
+        Close();  // truncated response: the client sees the connection close
+        return false;
+      }
+    } else if (n < 0 && WouldBlock(errno)) {
+      WaitFor(Wait::kUpRead);
+    } else if (n < 0) {
+      if (!resp_started_) {
+        UpstreamFailed(false);
+        return true;
+      }
+      Close();
+      return false;
+    }
+  }
+
+  // 3. Response bytes to the client.
+  const bool head_out = client_head_ != nullptr && !client_head_->empty();
+  if (head_out || resp_body_pending_ > 0) {
+    iovec iov[2];
+    int n_iov = 0;
+    if (head_out) iov[n_iov++] = {client_head_->begin_ptr(), client_head_->size()};
+    if (resp_body_pending_ > 0) iov[n_iov++] = {resp_->begin_ptr(), resp_body_pending_};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(n_iov);
+    const ssize_t n = ::sendmsg(cfd, &msg, MSG_NOSIGNAL);
+    if (n > 0) {
+      size_t left = static_cast<size_t>(n);
+      resp_sent_any_ = true;
+      if (head_out) {
+        const size_t h = std::min(left, client_head_->size());
+        client_head_->start += h;
+        left -= h;
+      }
+      if (left > 0) {
+        resp_->start += left;
+        resp_body_pending_ -= left;
+      }
+      progress = true;
+    } else if (n < 0 && WouldBlock(errno)) {
+      WaitFor(Wait::kClientWrite);
+    } else {
+      Close();
+      return false;
+    }
+  }
+
+  // 4. Done?
+  const bool out_empty = (client_head_ == nullptr || client_head_->empty()) && resp_body_pending_ == 0;
+  if (own_response_) {
+    if (out_empty) {
+      FinishRequest();
+      return true;
+    }
+    return progress;
+  }
+  if (out_empty && resp_head_done_ && resp_body_.done()) {
+    if (phase_ == Phase::kTunnel) return true;
+    FinishRequest();
+    return true;
+  }
+  return progress;
+}
+
+// Parses response heads in resp_: forwards 1xx interim responses, switches to a tunnel on 101,
+// and prepares the final head. Returns false when it failed and already answered.
+bool ClientConnection::ParseResponseHeads() {
+  http::ResponseHead& resp = w_->scratch_response();
+  while (true) {
+    const std::string_view data(resp_->begin_ptr(), resp_->size());
+    const http::ParseResult r = parser_.ParseResponse(data, req_is_head_ ? "HEAD" : "GET", &resp);
+    if (r == http::ParseResult::kIncomplete) {
+      if (resp_->space() == 0 && resp_->start == 0) {
+        CloseUpstream();
+        Respond(502, !req_body_.done());
+        return false;
+      }
+      return true;
+    }
+    if (r == http::ParseResult::kError) {
+      CloseUpstream();
+      if (resp_sent_any_) {
+        Close();
+      } else {
+        Respond(502, !req_body_.done());
+      }
+      return false;
+    }
+    parser_.Reset();
+    if (up_head_ != nullptr) {
+      w_->buffers().Put(up_head_);  // no retry once the upstream answered
+      up_head_ = nullptr;
+    }
+    if (client_head_ == nullptr) client_head_ = w_->buffers().Get();
+    if (client_head_->empty()) client_head_->start = client_head_->end = 0;
+    HeadWriter hw(client_head_);
+    const bool switching = resp.status == 101;
+    if (resp.status >= 100 && resp.status < 200 && !switching) {
+      // Interim response: forward to HTTP/1.1 clients, then read the final one.
+      if (!req_http10_) hw.Add(std::string_view(resp_->begin_ptr(), resp.head_size));
+      resp_->start += resp.head_size;
+      if (!hw.ok()) {
+        CloseUpstream();
+        Close();
+        return false;
+      }
+      if (resp_->empty()) return true;
+      continue;
+    }
+    if (switching && !req_upgrade_) {
+      CloseUpstream();
+      Respond(502, true);
+      return false;
+    }
+    resp_status_ = resp.status;
+    resp_head_done_ = true;
+    resp_keep_alive_ = resp.keep_alive;
+    const bool until_close = resp.framing == BodyFraming::kUntilClose;
+    if (until_close || !req_body_.done()) {
+      // The response ends with the connection, or it came before the whole request body.
+      close_after_ = close_after_ || until_close || !req_body_.done();
+    }
+    const bool client_keeps = req_keep_alive_ && !close_after_ && !w_->draining() && !switching;
+    hw.Add(resp.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    char code[8];
+    const auto cr = std::to_chars(code, code + sizeof(code), resp.status);
+    hw.Add(std::string_view(code, static_cast<size_t>(cr.ptr - code)));
+    hw.Add(" ");
+    hw.Add(resp.reason);
+    hw.Add("\r\n");
+    for (const Header& h : resp.headers) {
+      if (h.hop_by_hop && !(switching && h.kind == HeaderKind::kUpgrade)) continue;
+      hw.Add(h.name);
+      hw.Add(": ");
+      hw.Add(h.value);
+      hw.Add("\r\n");
+    }
+    if (resp.framing == BodyFraming::kChunked) hw.Add("Transfer-Encoding: chunked\r\n");
+    if (switching) {
+      hw.Add("Connection: upgrade\r\n");
+    } else if (!client_keeps) {
+      hw.Add("Connection: close\r\n");
+      close_after_ = true;
+    } else if (req_http10_) {
+      hw.Add("Connection: keep-alive\r\n");
+    }
+    hw.Add("\r\n");
+    resp_->start += resp.head_size;
+    if (!hw.ok()) {
+      CloseUpstream();
+      client_head_->start = client_head_->end = 0;
+      Respond(502, true);
+      return false;
+    }
+    if (switching) {
+      phase_ = Phase::kTunnel;
+      resp_body_.Start(BodyFraming::kNone, 0);
+      SetDeadline(ws_->snap->limits.client_idle_timeout);
+      return true;
+    }
+    resp_body_.Start(resp.framing, resp.content_length);
+    resp_body_pending_ = resp_body_.Consume(std::string_view(resp_->begin_ptr(), resp_->size()));
+    if (resp_body_.failed()) {
+      CloseUpstream();
+      Close();
+      return false;
+    }
+    if (resp_body_.done() && resp_body_pending_ < resp_->size()) {
+      resp_keep_alive_ = false;
+      resp_->end = resp_->start + resp_body_pending_;
+    }
+    return true;
+  }
+}
+
+void ClientConnection::EndRequestAccounting(int status) {
+  if (ws_ == nullptr) return;
+  if (listener_ != nullptr) {
+    const size_t li = static_cast<size_t>(listener_ - ws_->snap->listeners.data());
+    RouteStats* rs = li < ws_->route_stats.size() ? ws_->route_stats[li] : nullptr;
+    if (rs != nullptr) {
+      const int cls = status / 100;
+      ++rs->by_class[static_cast<size_t>(cls >= 0 && cls <= 5 ? cls : 0)];
+      const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
+      size_t b = 0;
+      while (b < kLatencyBuckets.size() && secs > kLatencyBuckets[b]) ++b;
+      ++rs->latency[b];
+      rs->latency_sum += secs;
+      ++rs->latency_count;
+    }
+  }
+  if (in_flight_counted_ && target_ != nullptr) {
+    w_->AddInFlight(target_->id, -1);
+    in_flight_counted_ = false;
+  }
+  w_->ReleaseSnapshot(ws_);
+  ws_ = nullptr;
+  listener_ = nullptr;
+  target_ = nullptr;
+}
+
+void ClientConnection::FinishRequest() {
+  EndRequestAccounting(resp_status_);
+  if (up_ != nullptr) {
+    const bool reusable = resp_keep_alive_ && req_body_.done() && req_body_pending_ == 0 &&
+                          !up_eof_ && (resp_ == nullptr || resp_->empty()) && phase_ == Phase::kProxy &&
+                          (waiting_ & (Bit(static_cast<int>(Wait::kUpRead)) |
+                                       Bit(static_cast<int>(Wait::kUpWrite)))) == 0;
+    if (reusable) {
+      ++up_seq_;
+      w_->ReleaseUpstream(up_);
+      up_ = nullptr;
+    } else {
+      CloseUpstream();
+    }
+  }
+  BufferPool& pool = w_->buffers();
+  pool.Put(up_head_);
+  up_head_ = nullptr;
+  pool.Put(client_head_);
+  client_head_ = nullptr;
+  pool.Put(resp_);
+  resp_ = nullptr;
+  resp_body_pending_ = 0;
+  own_response_ = false;
+  parser_.Reset();
+  if (close_after_ || !req_keep_alive_ || w_->draining() || client_eof_) {
+    // Half-close so the client reads everything before it sees the end.
+    Close();
+    return;
+  }
+  phase_ = Phase::kHead;
+  SetDeadline(w_->current().limits.client_idle_timeout);
+}
+
+// Answers the current request with one of our own errors.
+void ClientConnection::Respond(int status, bool close_after) {
+  if (ws_ == nullptr) {
+    ws_ = w_->AcquireSnapshot();
+    started_ = Clock::now();
+  }
+  if (!req_body_.done()) close_after = true;
+  close_after_ = close_after_ || close_after;
+  if (in_ != nullptr) in_->start += req_body_pending_;  // an answered request's body is dropped
+  req_body_pending_ = 0;
+  resp_status_ = status;
+  own_response_ = true;
+  phase_ = Phase::kProxy;
+  resp_body_pending_ = 0;
+  if (client_head_ == nullptr) client_head_ = w_->buffers().Get();
+  client_head_->start = client_head_->end = 0;
+  HeadWriter hw(client_head_);
+  char code[8];
+  const auto cr = std::to_chars(code, code + sizeof(code), status);
+  const std::string_view code_text(code, static_cast<size_t>(cr.ptr - code));
+  const std::string_view reason = StatusText(status);
+  char len[16];
+  const auto lr = std::to_chars(len, len + sizeof(len), reason.size() + 1);
+  hw.Add("HTTP/1.1 ");
+  hw.Add(code_text);
+  hw.Add(" ");
+  hw.Add(reason);
+  hw.Add("\r\nContent-Type: text/plain\r\nContent-Length: ");
+  hw.Add(std::string_view(len, static_cast<size_t>(lr.ptr - len)));
+  hw.Add(close_after_ || !req_keep_alive_ ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  hw.Add(reason);
+  hw.Add("\n");
+  if (close_after_) {
+    // Whatever the client sends after an error that closes is not read.
+    CloseUpstream();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tunnel (after 101 Switching Protocols): bytes both ways until both sides closed.
+
+bool ClientConnection::DriveTunnel() {
+  bool progress = false;
+  // Leftover response head / bytes to the client first.
+  const bool head_out = client_head_ != nullptr && !client_head_->empty();
+  const size_t resp_bytes = resp_ != nullptr ? resp_->size() : 0;
+  if (head_out || resp_bytes > 0) {
+    iovec iov[2];
+    int n_iov = 0;
+    if (head_out) iov[n_iov++] = {client_head_->begin_ptr(), client_head_->size()};
+    if (resp_bytes > 0) iov[n_iov++] = {resp_->begin_ptr(), resp_bytes};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(n_iov);
+    const ssize_t n = ::sendmsg(client_fd(), &msg, MSG_NOSIGNAL);
+    if (n > 0) {
+      size_t left = static_cast<size_t>(n);
+      if (head_out) {
+        const size_t h = std::min(left, client_head_->size());
+        client_head_->start += h;
+        left -= h;
+      }
+      if (left > 0) resp_->start += left;
+      progress = true;
+    } else if (n < 0 && WouldBlock(errno)) {
+      WaitFor(Wait::kClientWrite);
+    } else {
+      Close();
+      return false;
+    }
+  } else if (!up_eof_) {
+    if (resp_ == nullptr) resp_ = w_->buffers().Get();
+    resp_->start = resp_->end = 0;
+    const ssize_t n = ::recv(up_fd(), resp_->data, Buffer::kSize, 0);
+    if (n > 0) {
+      resp_->end = static_cast<size_t>(n);
+      progress = true;
+    } else if (n == 0) {
+      up_eof_ = true;
+      ::shutdown(client_fd(), SHUT_WR);
+      progress = true;
+    } else if (WouldBlock(errno)) {
+      WaitFor(Wait::kUpRead);
+    } else {
+      Close();
+      return false;
+    }
+  }
+  // Client to upstream.
+  if (in_ != nullptr && !in_->empty()) {
+    const ssize_t n = ::send(up_fd(), in_->begin_ptr(), in_->size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      in_->start += static_cast<size_t>(n);
+      progress = true;
+    } else if (n < 0 && WouldBlock(errno)) {
+      WaitFor(Wait::kUpWrite);
+    } else {
+      Close();
+      return false;
+    }
+  } else if (!client_eof_) {
+    if (in_ == nullptr) in_ = w_->buffers().Get();
+    in_->start = in_->end = 0;
+    const ssize_t n = ::recv(client_fd(), in_->data, Buffer::kSize, 0);
+    if (n > 0) {
+      in_->end = static_cast<size_t>(n);
+      progress = true;
+    } else if (n == 0) {
+      client_eof_ = true;
+      ::shutdown(up_fd(), SHUT_WR);
+      progress = true;
+    } else if (WouldBlock(errno)) {
+      WaitFor(Wait::kClientRead);
+    } else {
+      Close();
+      return false;
+    }
+  }
+  if (progress && ws_ != nullptr) SetDeadline(ws_->snap->limits.client_idle_timeout);
+  if (client_eof_ && up_eof_ && (resp_ == nullptr || resp_->empty()) &&
+      (in_ == nullptr || in_->empty())) {
+    resp_status_ = 101;
+    Close();
+    return false;
+  }
+  return progress;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts, draining, closing.
+
+void ClientConnection::OnTick(Clock::time_point now) {
+  if (phase_ == Phase::kClosed || now < deadline_) return;
+  switch (phase_) {
+    case Phase::kHead:
+      Close();  // idle or slow head: close silently, as the mature proxies do
+      return;
+    case Phase::kProxy:
+      if (own_response_) {
+        Close();
+        return;
+      }
+      if (!resp_started_ && up_ != nullptr) {
+        if (up_connecting_) {
+          w_->CountConnectError(target_->id);
+          UpstreamFailed(false);
+        } else {
+          UpstreamFailed(true);
+        }
+        Drive();
+        return;
+      }
+      Close();
+      return;
+    case Phase::kTunnel:
+      Close();
+      return;
+    case Phase::kClosed:
+      return;
+  }
+}
+
+void ClientConnection::Drain() {
+  if (phase_ == Phase::kHead && (in_ == nullptr || in_->empty()) && !own_response_) {
+    Close();
+    return;
+  }
+  close_after_ = true;
+}
+
+void ClientConnection::AbortIfTarget(uint32_t target_id) {
+  if (phase_ != Phase::kClosed && target_ != nullptr && target_->id == target_id &&
+      up_ != nullptr) {
+    Close();
+  }
+}
+
+void ClientConnection::Close() {
+  if (phase_ == Phase::kClosed) return;
+  const int status = resp_status_ != 0 ? resp_status_ : 0;
+  EndRequestAccounting(status);
+  CloseUpstream();
+  phase_ = Phase::kClosed;
+  boost::system::error_code ec;
+  sock_.close(ec);
+  BufferPool& pool = w_->buffers();
+  pool.Put(in_);
+  pool.Put(up_head_);
+  pool.Put(resp_);
+  pool.Put(client_head_);
+  in_ = up_head_ = resp_ = client_head_ = nullptr;
+  w_->Unlink(this);
+  if (pending_ == 0) {
+    // Deleting inside Drive() is unsafe: defer to the loop.
+    asio::post(w_->io(), [this] { delete this; });
+  }
+}
+
+}  // namespace bluegreen::proxy

@@ -1,0 +1,330 @@
+#include "proxy/worker.h"
+
+#include <sys/socket.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+#include "proxy/connection.h"
+
+namespace bluegreen::proxy {
+
+constexpr auto kTickInterval = std::chrono::milliseconds(250);
+constexpr size_t kMaxIdlePerTarget = 512;
+
+struct Worker::Acceptor {
+  Acceptor(asio::io_context& io, uint32_t id) : sock(io), listener_id(id) {}
+  asio::ip::tcp::acceptor sock;
+  uint32_t listener_id;
+  bool waiting = false;
+  bool closed = false;
+};
+
+Worker::Worker(int index)
+    : index_(index), io_(1), tick_timer_(io_), buffers_(256), now_(Clock::now()) {}
+
+Worker::~Worker() {
+  Stop();
+  for (TargetLocal& t : targets_) {
+    for (Upstream* u : t.idle) delete u;
+    t.idle.clear();
+  }
+}
+
+void Worker::Start() {
+  thread_ = std::thread([this] {
+    tick_timer_.expires_after(kTickInterval);
+    tick_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) Tick();
+    });
+    auto guard = asio::make_work_guard(io_);
+    io_.run();
+  });
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  io_.stop();
+  thread_.join();
+}
+
+void Worker::Post(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
+
+void Worker::Install(std::shared_ptr<const Snapshot> snap,
+                     std::vector<std::pair<uint32_t, int>> open, std::vector<uint32_t> close) {
+  auto ws = std::make_unique<WorkerSnapshot>();
+  ws->route_stats.reserve(snap->listeners.size());
+  for (const ListenerSnap& l : snap->listeners) {
+    const std::string group = l.group >= 0 ? snap->groups[static_cast<size_t>(l.group)].name : "";
+    auto& slot = route_stats_[{l.name, group}];
+    if (!slot) slot = std::make_unique<RouteStats>();
+    ws->route_stats.push_back(slot.get());
+  }
+  ws->snap = std::move(snap);
+  // retired_ owns every WorkerSnapshot still in use, the current one included.
+  current_ = ws.get();
+  retired_.push_back(std::move(ws));
+  std::erase_if(retired_, [this](const std::unique_ptr<WorkerSnapshot>& w) {
+    return w.get() != current_ && w->refs == 0;
+  });
+  rr_.assign(current_->snap->groups.size(), static_cast<uint32_t>(index_));
+
+  for (uint32_t id : close) {
+    for (auto it = acceptors_.begin(); it != acceptors_.end(); ++it) {
+      if ((*it)->listener_id == id) {
+        boost::system::error_code ec;
+        (*it)->closed = true;
+        (*it)->sock.close(ec);
+        // The acceptor object stays alive until its pending wait completes.
+        Acceptor* raw = it->release();
+        acceptors_.erase(it);
+        asio::post(io_, [raw] { delete raw; });
+        break;
+      }
+    }
+  }
+  for (auto [id, fd] : open) {
+    auto a = std::make_unique<Acceptor>(io_, id);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    boost::system::error_code ec;
+    a->sock.assign(ss.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
+    if (ec) {
+      spdlog::error("worker {}: cannot adopt listener socket: {}", index_, ec.message());
+      ::close(fd);
+      continue;
+    }
+    a->sock.non_blocking(true, ec);
+    Acceptor* raw = a.get();
+    acceptors_.push_back(std::move(a));
+    if (!draining_) StartAccept(raw);
+  }
+
+  // Idle upstream connections to targets that left the routing table are closed.
+  for (uint32_t id = 0; id < targets_.size(); ++id) {
+    if (targets_[id].idle.empty() || TargetRoutable(id)) continue;
+    for (Upstream* u : targets_[id].idle) delete u;
+    targets_[id].idle.clear();
+  }
+}
+
+bool Worker::TargetRoutable(uint32_t target_id) const {
+  if (current_ == nullptr) return false;
+  for (const TargetGroupSnap& g : current_->snap->groups) {
+    for (const TargetSnap& t : g.routable) {
+      if (t.id == target_id) return true;
+    }
+  }
+  return false;
+}
+
+void Worker::StartAccept(Acceptor* a) {
+  if (a->waiting || a->closed) return;
+  a->waiting = true;
+  a->sock.async_wait(asio::ip::tcp::acceptor::wait_read,
+                     [this, a](const boost::system::error_code& ec) {
+                       a->waiting = false;
+                       if (ec || a->closed) return;
+                       OnAcceptReady(a);
+                     });
+}
+
+void Worker::OnAcceptReady(Acceptor* a) {
+  UpdateNow();
+  const int lfd = a->sock.native_handle();
+  for (int i = 0; i < 64; ++i) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    const int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&peer), &len,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        spdlog::warn("worker {}: accept: out of file descriptors", index_);
+      }
+      break;
+    }
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto* c = new ClientConnection(this, fd, a->listener_id, reinterpret_cast<sockaddr*>(&peer),
+                                   len);
+    c->next_ = conns_;
+    if (conns_ != nullptr) conns_->prev_ = c;
+    conns_ = c;
+    ++conn_count_;
+    ++accepted_;
+    c->Start();
+  }
+  if (!draining_) StartAccept(a);
+}
+
+void Worker::Unlink(ClientConnection* c) {
+  if (c->prev_ != nullptr) {
+    c->prev_->next_ = c->next_;
+  } else if (conns_ == c) {
+    conns_ = c->next_;
+  }
+  if (c->next_ != nullptr) c->next_->prev_ = c->prev_;
+  c->prev_ = c->next_ = nullptr;
+  --conn_count_;
+  if (draining_) CheckDrained();
+}
+
+void Worker::Tick() {
+  UpdateNow();
+  const Clock::time_point now = now_;
+  for (ClientConnection* c = conns_; c != nullptr;) {
+    ClientConnection* next = c->next_;  // OnTick may unlink c
+    c->OnTick(now);
+    c = next;
+  }
+  if (current_ != nullptr) {
+    const auto max_idle = current_->snap->limits.upstream_idle_timeout;
+    for (TargetLocal& t : targets_) {
+      // Oldest first: the vector is LIFO, so expired ones sit at the front.
+      size_t expired = 0;
+      while (expired < t.idle.size() && now - t.idle[expired]->idle_since >= max_idle) ++expired;
+      for (size_t i = 0; i < expired; ++i) delete t.idle[i];
+      t.idle.erase(t.idle.begin(), t.idle.begin() + static_cast<long>(expired));
+    }
+  }
+  tick_timer_.expires_after(kTickInterval);
+  tick_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) Tick();
+  });
+}
+
+WorkerSnapshot* Worker::AcquireSnapshot() {
+  ++current_->refs;
+  return current_;
+}
+
+void Worker::ReleaseSnapshot(WorkerSnapshot* ws) {
+  if (--ws->refs > 0 || ws == current_) return;
+  std::erase_if(retired_, [ws](const std::unique_ptr<WorkerSnapshot>& w) { return w.get() == ws; });
+}
+
+Worker::TargetLocal& Worker::Local(uint32_t target_id) {
+  if (target_id >= targets_.size()) targets_.resize(target_id + 1);
+  return targets_[target_id];
+}
+
+const TargetSnap* Worker::PickTarget(const Snapshot& snap, int group, uint32_t exclude) {
+  if (group < 0 || static_cast<size_t>(group) >= snap.groups.size()) return nullptr;
+  const TargetGroupSnap& g = snap.groups[static_cast<size_t>(group)];
+  const size_t n = g.routable.size();
+  if (n == 0) return nullptr;
+  if (n == 1) return &g.routable[0];  // excluded or not, it is the only one
+  uint32_t& cursor = rr_[static_cast<size_t>(group)];
+  if (g.algorithm == Algorithm::kLeastOutstandingRequests) {
+    const TargetSnap* best = nullptr;
+    int64_t best_load = 0;
+    const size_t start = cursor++ % n;
+    for (size_t i = 0; i < n; ++i) {
+      const TargetSnap& t = g.routable[(start + i) % n];
+      if (t.id == exclude) continue;
+      const int64_t load = Local(t.id).in_flight;
+      if (best == nullptr || load < best_load) {
+        best = &t;
+        best_load = load;
+      }
+    }
+    return best;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const TargetSnap& t = g.routable[cursor++ % n];
+    if (t.id != exclude) return &t;
+  }
+  return &g.routable[0];
+}
+
+Upstream* Worker::TakeIdleUpstream(uint32_t target_id) {
+  TargetLocal& t = Local(target_id);
+  while (!t.idle.empty()) {
+    Upstream* u = t.idle.back();
+    t.idle.pop_back();
+    // A connection the server closed while it sat idle reads EOF (or data it should not have
+    // sent): such a connection is not reused.
+    char c;
+    const ssize_t r = ::recv(u->sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return u;
+    delete u;
+  }
+  return nullptr;
+}
+
+void Worker::ReleaseUpstream(Upstream* up) {
+  TargetLocal& t = Local(up->target_id);
+  if (draining_ || t.idle.size() >= kMaxIdlePerTarget || !TargetRoutable(up->target_id)) {
+    delete up;
+    return;
+  }
+  up->idle_since = now_;
+  t.idle.push_back(up);
+}
+
+void Worker::CloseUpstream(Upstream* up) { delete up; }
+
+void Worker::AddInFlight(uint32_t target_id, int delta) { Local(target_id).in_flight += delta; }
+
+void Worker::AbortTarget(uint32_t target_id) {
+  for (ClientConnection* c = conns_; c != nullptr;) {
+    ClientConnection* next = c->next_;
+    c->AbortIfTarget(target_id);
+    c = next;
+  }
+  if (target_id < targets_.size()) {
+    for (Upstream* u : targets_[target_id].idle) delete u;
+    targets_[target_id].idle.clear();
+  }
+}
+
+void Worker::Drain(std::function<void()> done) {
+  draining_ = true;
+  drained_ = std::move(done);
+  for (auto& a : acceptors_) {
+    boost::system::error_code ec;
+    a->closed = true;
+    a->sock.close(ec);
+  }
+  for (TargetLocal& t : targets_) {
+    for (Upstream* u : t.idle) delete u;
+    t.idle.clear();
+  }
+  for (ClientConnection* c = conns_; c != nullptr;) {
+    ClientConnection* next = c->next_;
+    c->Drain();
+    c = next;
+  }
+  CheckDrained();
+}
+
+void Worker::CheckDrained() {
+  if (conn_count_ == 0 && drained_) {
+    auto done = std::move(drained_);
+    drained_ = nullptr;
+    done();
+  }
+}
+
+WorkerReport Worker::Report() const {
+  WorkerReport r;
+  for (const auto& [key, stats] : route_stats_) r.routes[key] = *stats;
+  for (uint32_t id = 0; id < targets_.size(); ++id) {
+    if (targets_[id].in_flight != 0) r.in_flight[id] = targets_[id].in_flight;
+    r.idle_upstreams += targets_[id].idle.size();
+  }
+  r.connect_errors = connect_errors_;
+  r.retries = retries_;
+  r.active_connections = conn_count_;
+  r.accepted = accepted_;
+  return r;
+}
+
+}  // namespace bluegreen::proxy

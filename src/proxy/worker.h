@@ -1,0 +1,164 @@
+// Worker: one event-loop thread of the data plane. It owns its listening sockets (one
+// SO_REUSEPORT socket per listener), every client connection it accepted, its pools of idle
+// upstream connections and its I/O buffers. Nothing of a worker is shared with another thread:
+// the control thread talks to a worker only by posting work to its loop (Post), and the worker
+// answers by posting back. The one exception is Stop(), which may be called from any thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/http_parser.h"
+#include "proxy/buffer_pool.h"
+#include "proxy/snapshot.h"
+
+namespace bluegreen::proxy {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+class ClientConnection;
+struct Upstream;
+
+// Latency buckets of bluegreen_request_duration_seconds (upper bounds, seconds).
+inline constexpr std::array<double, 12> kLatencyBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
+
+// Counters of one (listener, target group) route on one worker.
+struct RouteStats {
+  std::array<uint64_t, 6> by_class{};  // index = status / 100 (0 = no response)
+  std::array<uint64_t, kLatencyBuckets.size() + 1> latency{};  // last = +Inf
+  double latency_sum = 0;
+  uint64_t latency_count = 0;
+};
+
+// What a worker reports when asked (copied on the worker's thread, read on the control thread).
+struct WorkerReport {
+  std::map<std::pair<std::string, std::string>, RouteStats> routes;  // (listener, group)
+  std::map<uint32_t, int64_t> in_flight;                             // target id -> requests
+  std::map<uint32_t, uint64_t> connect_errors;                       // target id -> count
+  uint64_t retries = 0;
+  uint64_t active_connections = 0;
+  uint64_t accepted = 0;
+  uint64_t idle_upstreams = 0;
+};
+
+// A worker's handle on a snapshot: the worker counts the requests that hold it, without atomics.
+struct WorkerSnapshot {
+  std::shared_ptr<const Snapshot> snap;
+  std::vector<RouteStats*> route_stats;  // per listener index of snap
+  int refs = 0;
+};
+
+class Worker {
+ public:
+  explicit Worker(int index);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread. The worker serves nothing until the first Install.
+  void Start();
+  // Asks the loop to finish and joins the thread. Safe from any thread but the worker's own.
+  void Stop();
+
+  // Runs fn on the worker's thread.
+  void Post(std::function<void()> fn);
+
+  // Called on the worker's thread (through Post): makes `snap` current; adopts the listening
+  // sockets in `open` (listener id -> fd, ownership passes to the worker) and closes those in
+  // `close`.
+  void Install(std::shared_ptr<const Snapshot> snap, std::vector<std::pair<uint32_t, int>> open,
+               std::vector<uint32_t> close);
+  // Worker thread: closes the connections (idle and in flight) to a target whose
+  // deregistration delay ended.
+  void AbortTarget(uint32_t target_id);
+  // Worker thread: stops accepting, closes idle connections, and marks the others to close after
+  // their current response. `done` runs on the worker thread once no client connection is left.
+  void Drain(std::function<void()> done);
+  // Worker thread: copies the counters.
+  WorkerReport Report() const;
+
+  int index() const { return index_; }
+
+  // --- for ClientConnection (worker thread only) ---
+  asio::io_context& io() { return io_; }
+  BufferPool& buffers() { return buffers_; }
+  // The current snapshot, held (counted) until ReleaseSnapshot.
+  WorkerSnapshot* AcquireSnapshot();
+  void ReleaseSnapshot(WorkerSnapshot* ws);
+  // The current snapshot, for a look that does not outlive the current event.
+  const Snapshot& current() const { return *current_->snap; }
+  bool installed() const { return current_ != nullptr; }
+  // Picks a routable target of `group` for a new request; skips `exclude` when another exists.
+  const TargetSnap* PickTarget(const Snapshot& snap, int group, uint32_t exclude);
+  // A pooled, still-open upstream connection to the target, or nullptr.
+  Upstream* TakeIdleUpstream(uint32_t target_id);
+  // Returns a reusable upstream connection to the pool (or closes it when the pool is full or the
+  // target left the routing table).
+  void ReleaseUpstream(Upstream* up);
+  void CloseUpstream(Upstream* up);
+  void AddInFlight(uint32_t target_id, int delta);
+  void CountConnectError(uint32_t target_id) { ++connect_errors_[target_id]; }
+  void CountRetry() { ++retries_; }
+  void Unlink(ClientConnection* c);
+  bool draining() const { return draining_; }
+  http::RequestHead& scratch_request() { return scratch_request_; }
+  http::ResponseHead& scratch_response() { return scratch_response_; }
+  Clock::time_point now() const { return now_; }
+  void UpdateNow() { now_ = Clock::now(); }
+
+ private:
+  struct Acceptor;
+  struct TargetLocal {
+    std::vector<Upstream*> idle;  // LIFO
+    int64_t in_flight = 0;
+  };
+
+  void StartAccept(Acceptor* a);
+  void OnAcceptReady(Acceptor* a);
+  void Tick();
+  void CheckDrained();
+  TargetLocal& Local(uint32_t target_id);
+  bool TargetRoutable(uint32_t target_id) const;
+
+  int index_;
+  asio::io_context io_;
+  std::thread thread_;
+  asio::steady_timer tick_timer_;
+  BufferPool buffers_;
+  Clock::time_point now_;
+
+  WorkerSnapshot* current_ = nullptr;
+  std::vector<std::unique_ptr<WorkerSnapshot>> retired_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<RouteStats>> route_stats_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::vector<TargetLocal> targets_;  // indexed by target id
+  std::vector<uint32_t> rr_;          // round-robin cursor per group index of the current snapshot
+  std::map<uint32_t, uint64_t> connect_errors_;
+  uint64_t retries_ = 0;
+  uint64_t accepted_ = 0;
+
+  ClientConnection* conns_ = nullptr;  // intrusive list of live client connections
+  uint64_t conn_count_ = 0;
+  bool draining_ = false;
+  std::function<void()> drained_;
+
+  http::RequestHead scratch_request_;
+  http::ResponseHead scratch_response_;
+};
+
+}  // namespace bluegreen::proxy
