@@ -69,16 +69,24 @@ bool IsIdempotent(std::string_view method) {
          method == "OPTIONS" || method == "TRACE";
 }
 
-// Writes the peer's IP as text; returns its length.
+// Writes the peer's IP as text; returns its length. (glibc's inet_ntop formats IPv4 through
+// sprintf, which shows up on the hot path.)
 size_t FormatPeer(const sockaddr_in6& peer, char* out, size_t cap) {
   const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
-  const char* r = nullptr;
   if (sa->sa_family == AF_INET) {
-    r = inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, out, cap);
-  } else if (sa->sa_family == AF_INET6) {
-    r = inet_ntop(AF_INET6, &peer.sin6_addr, out, cap);
+    const auto* b = reinterpret_cast<const uint8_t*>(
+        &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr);
+    char* p = out;
+    for (int i = 0; i < 4; ++i) {
+      if (i > 0) *p++ = '.';
+      p = std::to_chars(p, out + cap, b[i]).ptr;
+    }
+    return static_cast<size_t>(p - out);
   }
-  return r == nullptr ? 0 : std::strlen(out);
+  if (sa->sa_family == AF_INET6 && inet_ntop(AF_INET6, &peer.sin6_addr, out, cap) != nullptr) {
+    return std::strlen(out);
+  }
+  return 0;
 }
 
 bool WouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
@@ -454,11 +462,13 @@ void ClientConnection::UpstreamFailed(bool timeout) {
 bool ClientConnection::DriveProxy() {
   bool progress = false;
   const int cfd = client_fd();
+  // An action whose socket we already wait for is not tried: the wait's completion drives it.
+  auto waiting = [this](Wait w) { return (waiting_ & Bit(static_cast<int>(w))) != 0; };
 
   // 1. Request bytes to the upstream.
   if (!own_response_ && up_ != nullptr && !up_connecting_) {
     const bool head_left = up_head_ != nullptr && !up_head_->empty() && !resp_started_;
-    if (head_left || req_body_pending_ > 0) {
+    if ((head_left || req_body_pending_ > 0) && !waiting(Wait::kUpWrite)) {
       iovec iov[2];
       int n_iov = 0;
       if (head_left) iov[n_iov++] = {up_head_->begin_ptr(), up_head_->size()};
@@ -492,7 +502,8 @@ bool ClientConnection::DriveProxy() {
         close_after_ = true;
         req_body_pending_ = 0;
       }
-    } else if (!req_body_.done() && !client_eof_) {
+    } else if (!head_left && req_body_pending_ == 0 && !req_body_.done() && !client_eof_ &&
+               !waiting(Wait::kClientRead)) {
       // Need more request body from the client.
       if (in_->empty()) in_->start = in_->end = 0;
       if (in_->space() == 0) in_->Compact();
@@ -527,8 +538,13 @@ bool ClientConnection::DriveProxy() {
     }
   }
 
-  // 2. Response bytes from the upstream (only when the last ones went out to the client).
-  if (!own_response_ && up_ != nullptr && !up_connecting_ && resp_body_pending_ == 0 &&
+  // 2. Response bytes from the upstream (only when the last ones went out to the client). Right
+  // after the request went out nothing can have arrived yet, so wait instead of trying a read.
+  if (just_sent_request_ && up_ != nullptr && !resp_started_) {
+    just_sent_request_ = false;
+    WaitFor(Wait::kUpRead);
+  } else if (!own_response_ && up_ != nullptr && !up_connecting_ && resp_body_pending_ == 0 &&
+             !waiting(Wait::kUpRead) &&
       (client_head_ == nullptr || client_head_->empty()) && !(resp_head_done_ && resp_body_.done())) {
     if (resp_ == nullptr) resp_ = w_->buffers().Get();
     if (resp_->empty()) resp_->start = resp_->end = 0;
@@ -581,7 +597,7 @@ bool ClientConnection::DriveProxy() {
 
   // 3. Response bytes to the client.
   const bool head_out = client_head_ != nullptr && !client_head_->empty();
-  if (head_out || resp_body_pending_ > 0) {
+  if ((head_out || resp_body_pending_ > 0) && !waiting(Wait::kClientWrite)) {
     iovec iov[2];
     int n_iov = 0;
     if (head_out) iov[n_iov++] = {client_head_->begin_ptr(), client_head_->size()};

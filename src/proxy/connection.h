@@ -119,6 +119,7 @@ class ClientConnection {
   bool client_eof_ = false;
   bool up_eof_ = false;
   bool in_flight_counted_ = false;
+  bool just_sent_request_ = false;  // the last write emptied the request: no response yet
 };
 
 }  // namespace bluegreen::proxy

@@ -25,7 +25,7 @@ struct Worker::Acceptor {
 };
 
 Worker::Worker(int index)
-    : index_(index), io_(1), tick_timer_(io_), buffers_(256), now_(Clock::now()) {}
+    : index_(index), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO), tick_timer_(io_), buffers_(256), now_(Clock::now()) {}
 
 Worker::~Worker() {
   Stop();

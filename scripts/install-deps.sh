@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages bluegreen needs to build, test and benchmark. Safe to run again:
+# it installs only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git curl
+  clang libclang-rt-14-dev llvm            # sanitizers and libFuzzer
+  libboost1.81-dev                         # Asio: event loops, sockets, timers, signals
+  libyaml-cpp-dev nlohmann-json3-dev       # config files and JSON APIs
+  libspdlog-dev libfmt-dev libcli11-dev    # logging, formatting, command line
+  libgtest-dev libgmock-dev libbenchmark-dev
+  haproxy nginx wrk                        # benchmark references and load generator
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: everything is installed"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The benchmarks start their own haproxy and nginx; the packaged services are not needed.
+for svc in haproxy nginx; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" || true
+  fi
+done
