@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstring>
 #include <limits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace bluegreen::http {
 namespace {
@@ -24,8 +29,8 @@ constexpr std::array<uint8_t, 256> kCharClass = [] {
   for (int c = 0; c < 256; ++c) {
     uint8_t bits = 0;
     const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    if (alnum || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
-                     std::string_view::npos) {
+    if (alnum ||
+        std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos) {
       bits |= kToken;
     }
     if (c >= 0x21 && c <= 0x7E) bits |= kVchar;
@@ -75,29 +80,106 @@ inline uint64_t Load8(const char* p) {
   return x;
 }
 
+// Bytes before the first flagged one. Borrows only ever flag bytes above a true hit, so on a
+// little-endian machine the lowest flag is exact.
+inline int BytesBeforeHit(uint64_t mask) {
+  if constexpr (std::endian::native == std::endian::little) {
+    return std::countr_zero(mask) / 8;
+  } else {
+    return 0;
+  }
+}
+
+#if defined(__SSE2__) && !defined(BLUEGREEN_HTTP_NO_SIMD)
+#define BLUEGREEN_HTTP_SSE2 1
+// Sixteen bytes at a time; bit i of the result says whether (p[i] | fold) is in [lo, hi], unsigned.
+inline unsigned InRange16(const char* p, uint8_t lo, uint8_t hi, uint8_t fold) {
+  __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (fold != 0) v = _mm_or_si128(v, _mm_set1_epi8(static_cast<char>(fold)));
+  const __m128i shifted = _mm_sub_epi8(v, _mm_set1_epi8(static_cast<char>(lo)));
+  // Unsigned shifted <= hi - lo  <=>  max(shifted, hi - lo) == hi - lo.
+  const __m128i span = _mm_set1_epi8(static_cast<char>(hi - lo));
+  const __m128i inside = _mm_cmpeq_epi8(_mm_max_epu8(shifted, span), span);
+  return static_cast<unsigned>(_mm_movemask_epi8(inside));
+}
+#endif
+
 // First byte in [p, end) that is not VCHAR, or end.
 const char* SkipVchar(const char* p, const char* end) {
+#ifdef BLUEGREEN_HTTP_SSE2
+  while (end - p >= 16) {
+    const unsigned hit = ~InRange16(p, 0x21, 0x7E, 0) & 0xFFFF;
+    if (hit != 0) return p + std::countr_zero(hit);
+    p += 16;
+  }
+#endif
   while (end - p >= 8) {
     const uint64_t x = Load8(p);
-    if (HasLess(x, 0x21) | HasByte(x, 0x7F) | (x & kHighs)) break;
+    const uint64_t hit = HasLess(x, 0x21) | HasByte(x, 0x7F) | (x & kHighs);
+    if (hit != 0) {
+      p += BytesBeforeHit(hit);
+      break;
+    }
     p += 8;
   }
   while (p < end && Is(*p, kVchar)) ++p;
   return p;
 }
 
-// First byte in [p, end) that may not appear in a field value, or end.
+// First byte in [p, end) that may not appear in a field value, or end. (HTAB is flagged by the
+// fast path and let through by the byte loop.)
 const char* SkipFieldChars(const char* p, const char* end) {
-  while (end - p >= 8) {
-    const uint64_t x = Load8(p);
-    if (HasLess(x, 0x20) | HasByte(x, 0x7F)) break;
-    p += 8;
+#ifdef BLUEGREEN_HTTP_SSE2
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    // Bad: below 0x20 (unsigned) or 0x7F. HTAB is let through by the byte loop.
+    const __m128i low = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F));
+    const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7F));
+    const unsigned hit = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
+    if (hit != 0) {
+      p += std::countr_zero(hit);
+      if (*p != '\t') return p;
+      ++p;
+      continue;
+    }
+    p += 16;
+  }
+#endif
+  while (true) {
+    while (end - p >= 8) {
+      const uint64_t x = Load8(p);
+      const uint64_t hit = HasLess(x, 0x20) | HasByte(x, 0x7F);
+      if (hit != 0) {
+        p += BytesBeforeHit(hit);
+        break;
+      }
+      p += 8;
+    }
+    if (p == end || !Is(*p, kFieldChar)) return p;
+    if (end - p < 8) break;
+    ++p;  // an HTAB: carry on eight at a time
   }
   while (p < end && Is(*p, kFieldChar)) ++p;
   return p;
 }
 
 const char* SkipToken(const char* p, const char* end) {
+#ifdef BLUEGREEN_HTTP_SSE2
+  // Field names and methods are almost always [A-Za-z0-9-]: test sixteen of those at a time, and
+  // let the table decide about any other byte.
+  while (end - p >= 16) {
+    const unsigned other =
+        InRange16(p, 'a', 'z', 0x20) | InRange16(p, '0', '9', 0) | InRange16(p, '-', '-', 0);
+    const unsigned stop = ~other & 0xFFFF;
+    if (stop == 0) {
+      p += 16;
+      continue;
+    }
+    p += std::countr_zero(stop);
+    if (!Is(*p, kToken)) return p;
+    ++p;
+  }
+#endif
   while (p < end && Is(*p, kToken)) ++p;
   return p;
 }
@@ -106,11 +188,32 @@ bool IsToken(std::string_view s) {
   return !s.empty() && SkipToken(s.data(), s.data() + s.size()) == s.data() + s.size();
 }
 
-// `lower` must be lower case.
+inline uint32_t Load4(const char* p) {
+  uint32_t x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+
+// Case-insensitive comparison with `lower`, made of lower-case letters, digits, '-', ':' and '/'.
+// `s` must hold no control bytes but HTAB (true of names, values and targets once validated): then
+// setting bit 0x20 folds case exactly, several bytes at a time.
 bool EqualsLower(std::string_view s, std::string_view lower) {
-  if (s.size() != lower.size()) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (kLower[Byte(s[i])] != Byte(lower[i])) return false;
+  const size_t n = s.size();
+  if (n != lower.size()) return false;
+  const char* a = s.data();
+  const char* b = lower.data();
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 < n; i += 8) {
+      if ((Load8(a + i) | kOnes * 0x20) != Load8(b + i)) return false;
+    }
+    return (Load8(a + n - 8) | kOnes * 0x20) == Load8(b + n - 8);
+  }
+  if (n >= 4) {
+    constexpr uint32_t kFold = 0x20202020;
+    return (Load4(a) | kFold) == Load4(b) && (Load4(a + n - 4) | kFold) == Load4(b + n - 4);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if ((Byte(a[i]) | 0x20) != Byte(b[i])) return false;
   }
   return true;
 }
@@ -271,8 +374,8 @@ void MarkNominatedFields(std::vector<Header>* headers) {
     ForEachListElement(connection.value, [headers](std::string_view option) {
       if (option.empty()) return;
       for (Header& h : *headers) {
-        if (h.hop_by_hop || h.kind == HeaderKind::kHost ||
-            h.kind == HeaderKind::kContentLength || h.name.size() != option.size()) {
+        if (h.hop_by_hop || h.kind == HeaderKind::kHost || h.kind == HeaderKind::kContentLength ||
+            h.name.size() != option.size()) {
           continue;
         }
         if (EqualsIgnoreCase(h.name, option)) h.hop_by_hop = true;
@@ -281,25 +384,36 @@ void MarkNominatedFields(std::vector<Header>* headers) {
   }
 }
 
+// Appends the field line [name, cr), already validated, whose colon is at `colon`.
+void AddHeader(const char* name, const char* colon, const char* cr, std::vector<Header>* headers) {
+  const char* vb = colon + 1;
+  const char* ve = cr;
+  while (vb < ve && IsOws(*vb)) ++vb;
+  while (ve > vb && IsOws(ve[-1])) --ve;
+  Header& h = headers->emplace_back();
+  h.name = std::string_view(name, colon - name);
+  h.value = std::string_view(vb, ve - vb);
+  h.kind = Classify(h.name);
+  h.hop_by_hop = IsHopByHopKind(h.kind);
+}
+
 // Splits the already validated field lines in [begin, end) of `base` into `headers`.
-void CollectFields(const char* base, size_t begin, size_t end, std::vector<Header>* headers,
-                   FieldSummary* s) {
+void SplitFields(const char* base, size_t begin, size_t end, std::vector<Header>* headers) {
   headers->clear();
   const char* p = base + begin;
   const char* const stop = base + end;
   while (p < stop) {
     const char* colon = static_cast<const char*>(std::memchr(p, ':', stop - p));
-    const char* lf = static_cast<const char*>(std::memchr(colon, '\n', stop - colon));
-    const char* vb = colon + 1;
-    const char* ve = lf - 1;  // the CR
-    while (vb < ve && IsOws(*vb)) ++vb;
-    while (ve > vb && IsOws(ve[-1])) --ve;
+    const char* cr = static_cast<const char*>(std::memchr(colon, '\r', stop - colon));
+    AddHeader(p, colon, cr, headers);
+    p = cr + 2;
+  }
+}
 
-    Header h;
-    h.name = std::string_view(p, colon - p);
-    h.value = std::string_view(vb, ve - vb);
-    h.kind = Classify(h.name);
-    h.hop_by_hop = IsHopByHopKind(h.kind);
+// Gathers what the framing and connection handling need, and marks the fields named by
+// Connection options as hop-by-hop.
+void Summarize(std::vector<Header>* headers, FieldSummary* s) {
+  for (const Header& h : *headers) {
     switch (h.kind) {
       case HeaderKind::kHost:
         ++s->host_count;
@@ -324,27 +438,8 @@ void CollectFields(const char* base, size_t begin, size_t end, std::vector<Heade
       default:
         break;
     }
-    headers->push_back(h);
-    p = lf + 1;
   }
   if (s->nominates_fields) MarkNominatedFields(headers);
-}
-
-// Returns the reason for a field line [b, e) (e is its CR) that is not `name ":" OWS value OWS`,
-// or an empty view if it is fine.
-std::string_view CheckFieldLine(const char* b, const char* e) {
-  if (IsOws(*b)) return "obs-fold or whitespace before field name";
-  const char* p = SkipToken(b, e);
-  if (p == e) return "missing colon in header field";
-  if (*p != ':') {
-    if (IsOws(*p)) return "whitespace before colon";
-    if (*p == '\r') return "bare CR in message head";
-    return "invalid header name";
-  }
-  if (p == b) return "empty header name";
-  const char* bad = SkipFieldChars(p + 1, e);
-  if (bad != e) return *bad == '\r' ? "bare CR in message head" : "invalid header value";
-  return {};
 }
 
 constexpr std::string_view kRootPath = "/";
@@ -474,8 +569,8 @@ bool HeadParser::ParseStatusLine(std::string_view data, size_t begin, size_t end
     return false;
   }
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  if (len < 12 || std::memcmp(b, "HTTP/1.", 7) != 0 || (b[7] != '0' && b[7] != '1') ||
-      b[8] != ' ' || !digit(b[9]) || !digit(b[10]) || !digit(b[11]) || (len > 12 && b[12] != ' ')) {
+  if (len < 12 || (b[7] != '0' && b[7] != '1') || b[8] != ' ' || !digit(b[9]) || !digit(b[10]) ||
+      !digit(b[11]) || (len > 12 && b[12] != ' ')) {
     Fail(502, "invalid status line");
     return false;
   }
@@ -497,11 +592,42 @@ bool HeadParser::ParseStatusLine(std::string_view data, size_t begin, size_t end
   return true;
 }
 
-ParseResult HeadParser::ScanHead(std::string_view data, bool request, size_t* head_size) {
+bool HeadParser::CheckOpenStartLine(std::string_view data, size_t begin, size_t end, bool request) {
+  // The same checks, in the same order, as ParseRequestLine / ParseStatusLine.
+  const char* const base = data.data();
+  const size_t pending = end - begin;
+  if (request) {
+    const char* p = SkipToken(base + std::max(method_scanned_, begin), base + end);
+    method_scanned_ = p - base;
+    const size_t method_len = method_scanned_ - begin;
+    if (p < base + end && method_len <= limits_.max_request_line) {
+      const bool method_done = *p == ' ' && method_len > 0;
+      const bool maybe_line_end = *p == '\r' && p == base + end - 1;
+      if (!method_done && !maybe_line_end) {
+        Fail(400, *p == '\r' ? "bare CR in message head" : "invalid method");
+        return false;
+      }
+    }
+  } else if (std::memcmp(base + begin, "HTTP/1.", std::min<size_t>(pending, 7)) != 0) {
+    Fail(502, "invalid status line");
+    return false;
+  }
+  if (pending > limits_.max_request_line + 1 ||
+      (pending == limits_.max_request_line + 1 && base[end - 1] != '\r')) {
+    Fail(request ? 414 : 502, request ? "request line too long" : "status line too long");
+    return false;
+  }
+  return true;
+}
+
+ParseResult HeadParser::ScanHead(std::string_view data, bool request, size_t* head_size,
+                                 std::vector<Header>* headers) {
   if (scanned_ == 0 || scanned_ > data.size()) {
     scanned_ = 0;
     line_start_ = 0;
     method_scanned_ = 0;
+    fields_begin_ = 0;
+    colon_ = 0;
     field_lines_ = 0;
     start_line_done_ = false;
   }
@@ -509,71 +635,97 @@ ParseResult HeadParser::ScanHead(std::string_view data, bool request, size_t* he
   const char* const base = data.data();
   // A head never extends past max_header_bytes, so neither does the search for its end.
   const size_t limit = std::min(data.size(), limits_.max_header_bytes);
-  size_t pos = scanned_;
-  while (pos < limit) {
-    const void* hit = std::memchr(base + pos, '\n', limit - pos);
+
+  // The start line (and, before a request line, empty lines): found with memchr, then validated.
+  while (!start_line_done_) {
+    const void* hit =
+        scanned_ < limit ? std::memchr(base + scanned_, '\n', limit - scanned_) : nullptr;
     if (hit == nullptr) {
-      pos = limit;
-      break;
+      scanned_ = limit;
+      if (!CheckOpenStartLine(data, line_start_, limit, request)) return ParseResult::kError;
+      if (data.size() > limits_.max_header_bytes) return Fail(431, "message head too large");
+      return ParseResult::kIncomplete;
     }
     const size_t lf = static_cast<const char*>(hit) - base;
     const size_t begin = line_start_;
-    pos = lf + 1;
-    line_start_ = pos;
-    if (lf == begin || base[lf - 1] != '\r') return Fail(400, "bare LF in message head");
+    scanned_ = line_start_ = lf + 1;
+    if (lf == begin || base[lf - 1] != '\r') {
+      // What was wrong before the LF is reported first, as when the line arrives in pieces.
+      if (!CheckOpenStartLine(data, begin, lf, request)) return ParseResult::kError;
+      return Fail(400, "bare LF in message head");
+    }
     const size_t end = lf - 1;  // the CR
-    if (!start_line_done_) {
-      if (end == begin) {
-        if (request) continue;  // RFC 9112 2.2: ignore empty lines before a request-line
-        return Fail(400, "invalid status line");
-      }
-      if (!(request ? ParseRequestLine(data, begin, end) : ParseStatusLine(data, begin, end))) {
-        return ParseResult::kError;
-      }
-      start_line_done_ = true;
-      continue;
-    }
     if (end == begin) {
-      *head_size = pos;
-      return ParseResult::kComplete;
+      if (request) continue;  // RFC 9112 2.2: ignore empty lines before a request-line
+      return Fail(400, "invalid status line");
     }
-    if (++field_lines_ > limits_.max_headers) return Fail(431, "too many header fields");
-    const std::string_view reason = CheckFieldLine(base + begin, base + end);
-    if (!reason.empty()) return Fail(400, reason);
+    if (!(request ? ParseRequestLine(data, begin, end) : ParseStatusLine(data, begin, end))) {
+      return ParseResult::kError;
+    }
+    start_line_done_ = true;
+    fields_begin_ = line_start_;
   }
-  scanned_ = pos;
 
-  if (!start_line_done_) {
-    // The start line is still open: fail early on what can already be seen to be wrong, in the
-    // order ParseRequestLine / ParseStatusLine would.
-    const size_t pending = limit - line_start_;
-    if (request) {
-      const size_t from = std::max(method_scanned_, line_start_);
-      const char* p = SkipToken(base + from, base + limit);
-      method_scanned_ = p - base;
-      const size_t method_len = method_scanned_ - line_start_;
-      if (p < base + limit && method_len <= limits_.max_request_line) {
-        const bool method_done = *p == ' ' && method_len > 0;
-        const bool maybe_line_end = *p == '\r' && p == base + limit - 1;
-        if (!method_done && !maybe_line_end) {
-          return Fail(400, *p == '\r' ? "bare CR in message head" : "invalid method");
+  // The field lines: every byte is looked at once and in order, so a message fails the same way
+  // however it is split, and a slow sender costs O(n).
+  const bool collecting = field_lines_ == 0;
+  if (collecting) fields_.clear();
+  size_t p = scanned_;
+  while (true) {
+    if (p == line_start_) {
+      if (p >= limit) break;
+      const char c = base[p];
+      if (c == '\r') {
+        if (p + 1 >= limit) break;
+        if (base[p + 1] != '\n') return Fail(400, "bare CR in message head");
+        *head_size = p + 2;
+        if (collecting) {
+          headers->assign(fields_.begin(), fields_.end());
+        } else {
+          SplitFields(base, fields_begin_, p, headers);
         }
+        return ParseResult::kComplete;
       }
-    } else if (std::memcmp(base + line_start_, "HTTP/1.", std::min<size_t>(pending, 7)) != 0) {
-      return Fail(502, "invalid status line");
+      if (c == '\n') return Fail(400, "bare LF in message head");
+      if (IsOws(c)) return Fail(400, "obs-fold or whitespace before field name");
+      if (field_lines_ >= limits_.max_headers) return Fail(431, "too many header fields");
+      colon_ = 0;
     }
-    if (pending > limits_.max_request_line + 1 ||
-        (pending == limits_.max_request_line + 1 && base[limit - 1] != '\r')) {
-      return Fail(request ? 414 : 502, request ? "request line too long" : "status line too long");
+    if (colon_ == 0) {
+      p = SkipToken(base + p, base + limit) - base;
+      if (p == limit) break;
+      const char c = base[p];
+      if (c != ':') {
+        if (IsOws(c)) return Fail(400, "whitespace before colon");
+        if (c == '\n') return Fail(400, "bare LF in message head");
+        if (c != '\r') return Fail(400, "invalid header name");
+        if (p + 1 >= limit) break;
+        return Fail(
+            400, base[p + 1] == '\n' ? "missing colon in header field" : "bare CR in message head");
+      }
+      if (p == line_start_) return Fail(400, "empty header name");
+      colon_ = p++;
     }
+    p = SkipFieldChars(base + p, base + limit) - base;
+    if (p == limit) break;
+    if (base[p] != '\r') {
+      return Fail(400, base[p] == '\n' ? "bare LF in message head" : "invalid header value");
+    }
+    if (p + 1 >= limit) break;
+    if (base[p + 1] != '\n') return Fail(400, "bare CR in message head");
+    if (collecting) AddHeader(base + line_start_, base + colon_, base + p, &fields_);
+    ++field_lines_;
+    p += 2;
+    line_start_ = p;
   }
+  scanned_ = p;
   if (data.size() > limits_.max_header_bytes) return Fail(431, "message head too large");
   return ParseResult::kIncomplete;
 }
 
 ParseResult HeadParser::ParseRequest(std::string_view data, RequestHead* out) {
   size_t head_size = 0;
-  const ParseResult r = ScanHead(data, /*request=*/true, &head_size);
+  const ParseResult r = ScanHead(data, /*request=*/true, &head_size, &out->headers);
   if (r != ParseResult::kComplete) return r;
   scanned_ = 0;  // the next call starts a new message
 
@@ -584,15 +736,14 @@ ParseResult HeadParser::ParseRequest(std::string_view data, RequestHead* out) {
   out->path = sl.path_begin == sl.target_end
                   ? kRootPath
                   : std::string_view(base + sl.path_begin, sl.target_end - sl.path_begin);
-  out->authority =
-      sl.authority_end == 0
-          ? std::string_view()
-          : std::string_view(base + sl.authority_begin, sl.authority_end - sl.authority_begin);
+  out->authority = sl.authority_end == 0 ? std::string_view()
+                                         : std::string_view(base + sl.authority_begin,
+                                                            sl.authority_end - sl.authority_begin);
   out->version_minor = sl.version_minor;
   out->head_size = head_size;
 
   FieldSummary s;
-  CollectFields(base, sl.end + 2, head_size - 2, &out->headers, &s);
+  Summarize(&out->headers, &s);
 
   out->framing = BodyFraming::kNone;
   out->content_length = 0;
@@ -634,7 +785,7 @@ ParseResult HeadParser::ParseRequest(std::string_view data, RequestHead* out) {
 ParseResult HeadParser::ParseResponse(std::string_view data, std::string_view request_method,
                                       ResponseHead* out) {
   size_t head_size = 0;
-  ParseResult r = ScanHead(data, /*request=*/false, &head_size);
+  const ParseResult r = ScanHead(data, /*request=*/false, &head_size, &out->headers);
   if (r == ParseResult::kError) error_.status = 502;
   if (r != ParseResult::kComplete) return r;
   scanned_ = 0;
@@ -648,7 +799,7 @@ ParseResult HeadParser::ParseResponse(std::string_view data, std::string_view re
   out->head_size = head_size;
 
   FieldSummary s;
-  CollectFields(base, sl.end + 2, head_size - 2, &out->headers, &s);
+  Summarize(&out->headers, &s);
 
   uint64_t length = 0;
   if (s.content_length_count > 1) return Fail(502, "multiple Content-Length fields");
@@ -690,9 +841,9 @@ namespace {
 // Positions inside a chunk extension (sub_state_ in kChunkExt). Quoted values use
 // ext_in_quotes_ / ext_escape_.
 enum ExtState : uint8_t {
-  kExtAfterItem,    // after the size, a name, or a value: ";", BWS, or CR
-  kExtBws,          // whitespace, then ";" must follow
-  kExtBeforeName,   // after ";"
+  kExtAfterItem,   // after the size, a name, or a value: ";", BWS, or CR
+  kExtBws,         // whitespace, then ";" must follow
+  kExtBeforeName,  // after ";"
   kExtName,
   kExtAfterName,    // whitespace after a name: ";" or "="
   kExtBeforeValue,  // after "="

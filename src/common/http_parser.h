@@ -127,11 +127,14 @@ class HeadParser {
     int status = 0;              // response
   };
 
-  // Finds and validates the lines of the head; on kComplete sets *head_size. Errors carry the
-  // status a request would get; ParseResponse turns them into 502.
-  ParseResult ScanHead(std::string_view data, bool request, size_t* head_size);
+  // Finds and validates the lines of the head; on kComplete sets *head_size and fills `headers`.
+  // Errors carry the status a request would get; ParseResponse turns them into 502.
+  ParseResult ScanHead(std::string_view data, bool request, size_t* head_size,
+                       std::vector<Header>* headers);
   bool ParseRequestLine(std::string_view data, size_t begin, size_t end);
   bool ParseStatusLine(std::string_view data, size_t begin, size_t end);
+  // Checks [begin, end), the start line received so far, for what already makes it invalid.
+  bool CheckOpenStartLine(std::string_view data, size_t begin, size_t end, bool request);
   ParseResult Fail(int status, std::string_view reason);
 
   Limits limits_;
@@ -139,9 +142,15 @@ class HeadParser {
   // Progress of the message being received; reinitialised whenever scanned_ is 0.
   size_t line_start_ = 0;      // first byte of the line not yet terminated
   size_t method_scanned_ = 0;  // request line still open: its method is valid up to here
-  size_t field_lines_ = 0;     // field lines validated so far
+  size_t fields_begin_ = 0;    // first byte after the start line
+  size_t colon_ = 0;           // the colon of the field line being received; 0 before it
+  size_t field_lines_ = 0;     // complete field lines
   bool start_line_done_ = false;
   StartLine start_line_;
+  // Field lines completed during the current call, when it began at the first one; the usual case
+  // (a whole head in one read) is then parsed in a single pass, and `out` is only touched on
+  // kComplete. Its capacity is kept from message to message.
+  std::vector<Header> fields_;
   ParseError error_;
 };
 

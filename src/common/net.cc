@@ -90,7 +90,11 @@ std::string Endpoint::ToString() const {
   }
   if (family() == AF_INET6) {
     const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&addr);
-    return "[" + AddressToString(AF_INET6, &sin6->sin6_addr) + "]:" + std::to_string(port());
+    std::string out = "[";
+    out += AddressToString(AF_INET6, &sin6->sin6_addr);
+    out += "]:";
+    out += std::to_string(port());
+    return out;
   }
   return "";
 }
@@ -334,7 +338,9 @@ std::string FormatDuration(std::chrono::milliseconds d) {
   if (ms < 0) {
     // Not a valid config value; shown for diagnostics only.
     if (ms == std::numeric_limits<int64_t>::min()) return std::to_string(ms) + "ms";
-    return "-" + FormatDuration(std::chrono::milliseconds(-ms));
+    std::string out = "-";
+    out += FormatDuration(std::chrono::milliseconds(-ms));
+    return out;
   }
   constexpr int64_t kSecond = 1000, kMinute = 60 * kSecond, kHour = 60 * kMinute;
 
@@ -343,14 +349,14 @@ std::string FormatDuration(std::chrono::milliseconds d) {
   auto consider = [&](std::string candidate) {
     if (best.empty() || candidate.size() < best.size()) best = std::move(candidate);
   };
-  for (auto [unit, suffix] : {std::pair<int64_t, const char*>{kHour, "h"}, {kMinute, "m"},
-                              {kSecond, "s"}, {1, "ms"}}) {
+  for (auto [unit, suffix] :
+       {std::pair<int64_t, const char*>{kHour, "h"}, {kMinute, "m"}, {kSecond, "s"}, {1, "ms"}}) {
     if (ms % unit == 0) consider(std::to_string(ms / unit) + suffix);
   }
   std::string breakdown;
   int64_t rest = ms;
-  for (auto [unit, suffix] : {std::pair<int64_t, const char*>{kHour, "h"}, {kMinute, "m"},
-                              {kSecond, "s"}, {1, "ms"}}) {
+  for (auto [unit, suffix] :
+       {std::pair<int64_t, const char*>{kHour, "h"}, {kMinute, "m"}, {kSecond, "s"}, {1, "ms"}}) {
     if (rest >= unit) {
       breakdown += std::to_string(rest / unit) + suffix;
       rest %= unit;

@@ -4,7 +4,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <cstring>
 #include <functional>
 #include <limits>
 #include <map>
@@ -82,8 +81,8 @@ std::string RangeError(int64_t lo, int64_t hi, std::string_view got) {
 bool IsValidName(std::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -245,8 +244,7 @@ class Validator {
         Report(Field(path, "name"), NameError(listener.name));
       } else if (auto [it, inserted] = listener_index.emplace(listener.name, i); !inserted) {
         Report(Field(path, "name"), "duplicate listener name " + Quote(listener.name) +
-                                        " (first used by " + Index("listeners", it->second) +
-                                        ")");
+                                        " (first used by " + Index("listeners", it->second) + ")");
       }
       Result<Endpoint> bind = MakeEndpoint(listener.address, listener.port);
       if (!bind.ok() || listener.address.find('%') != std::string::npos) {
@@ -258,8 +256,8 @@ class Validator {
       } else if (bind.ok()) {
         auto [it, inserted] = bind_index.emplace(bind->ToString(), i);
         if (!inserted) {
-          Report(Field(path, "port"), bind->ToString() + " is already used by " +
-                                          Index("listeners", it->second));
+          Report(Field(path, "port"),
+                 bind->ToString() + " is already used by " + Index("listeners", it->second));
         }
       }
       if (group_index.find(listener.target_group) == group_index.end()) {
@@ -424,11 +422,16 @@ class Validator {
 
 std::string_view KindName(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a sequence";
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Undefined: break;
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Undefined:
+      break;
   }
   return "nothing";
 }
@@ -471,19 +474,19 @@ class Decoder {
                    }},
                   {"listeners", false,
                    [&](const YAML::Node& v, const std::string& p, int line) {
-                     DecodeSequence(v, p, line, [&](const YAML::Node& e, const std::string& ep,
-                                                    int eline) {
-                       config->listeners.emplace_back();
-                       DecodeListener(e, ep, eline, &config->listeners.back());
-                     });
+                     DecodeSequence(v, p, line,
+                                    [&](const YAML::Node& e, const std::string& ep, int eline) {
+                                      config->listeners.emplace_back();
+                                      DecodeListener(e, ep, eline, &config->listeners.back());
+                                    });
                    }},
                   {"target_groups", false,
                    [&](const YAML::Node& v, const std::string& p, int line) {
-                     DecodeSequence(v, p, line, [&](const YAML::Node& e, const std::string& ep,
-                                                    int eline) {
-                       config->target_groups.emplace_back();
-                       DecodeTargetGroup(e, ep, eline, &config->target_groups.back());
-                     });
+                     DecodeSequence(
+                         v, p, line, [&](const YAML::Node& e, const std::string& ep, int eline) {
+                           config->target_groups.emplace_back();
+                           DecodeTargetGroup(e, ep, eline, &config->target_groups.back());
+                         });
                    }},
                   {"limits", false,
                    [&](const YAML::Node& v, const std::string& p, int line) {
@@ -508,8 +511,8 @@ class Decoder {
   bool Visit(int line) {
     if (++values_ <= kMaxValues) return true;
     if (values_ == kMaxValues + 1) {
-      Error(line, "", "the config is too large (more than " + std::to_string(kMaxValues) +
-                          " values)");
+      Error(line, "",
+            "the config is too large (more than " + std::to_string(kMaxValues) + " values)");
     }
     return false;
   }
@@ -544,8 +547,8 @@ class Decoder {
         Error(key_line, key_path, "duplicate key");
         continue;
       }
-      auto known = std::find_if(keys.begin(), keys.end(),
-                                [&](const Key& k) { return k.name == name; });
+      auto known =
+          std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return k.name == name; });
       if (known == keys.end()) {
         Error(key_line, key_path, UnknownKeyMessage(name, keys));
         continue;
@@ -625,9 +628,8 @@ class Decoder {
     std::string_view digits = text;
     bool negative = !digits.empty() && digits.front() == '-';
     if (negative) digits.remove_prefix(1);
-    bool syntax_ok = !digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) {
-      return c >= '0' && c <= '9';
-    });
+    bool syntax_ok = !digits.empty() && std::all_of(digits.begin(), digits.end(),
+                                                    [](char c) { return c >= '0' && c <= '9'; });
     if (!syntax_ok) {
       Error(line, path, "expected an integer, got " + Quote(text));
       return std::nullopt;
@@ -681,95 +683,95 @@ class Decoder {
 
   void DecodeListener(const YAML::Node& node, const std::string& path, int line,
                       ListenerConfig* listener) {
-    DecodeMap(
-        node, path, line,
-        {
-            {"name", true,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               GetString(v, p, l, &listener->name);
-             }},
-            {"address", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               GetString(v, p, l, &listener->address);
-             }},
-            {"port", true,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               if (auto n = GetInteger(v, p, l, 1, 65535)) {
-                 listener->port = static_cast<uint16_t>(*n);
-               }
-             }},
-            {"target_group", true,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               GetString(v, p, l, &listener->target_group);
-             }},
-            {"allow", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               DecodeSequence(v, p, l, [&](const YAML::Node& e, const std::string& ep, int el) {
-                 std::string text;
-                 if (!GetString(e, ep, el, &text)) return;
-                 Result<Cidr> cidr = ParseCidr(text);
-                 if (!cidr.ok()) {
-                   Error(el, ep, cidr.status().message());
-                   return;
-                 }
-                 listener->allow.push_back(*cidr);
-               });
-             }},
-        },
-        /*null_is_empty=*/false);
+    DecodeMap(node, path, line,
+              {
+                  {"name", true,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     GetString(v, p, l, &listener->name);
+                   }},
+                  {"address", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     GetString(v, p, l, &listener->address);
+                   }},
+                  {"port", true,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     if (auto n = GetInteger(v, p, l, 1, 65535)) {
+                       listener->port = static_cast<uint16_t>(*n);
+                     }
+                   }},
+                  {"target_group", true,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     GetString(v, p, l, &listener->target_group);
+                   }},
+                  {"allow", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     DecodeSequence(v, p, l,
+                                    [&](const YAML::Node& e, const std::string& ep, int el) {
+                                      std::string text;
+                                      if (!GetString(e, ep, el, &text)) return;
+                                      Result<Cidr> cidr = ParseCidr(text);
+                                      if (!cidr.ok()) {
+                                        Error(el, ep, cidr.status().message());
+                                        return;
+                                      }
+                                      listener->allow.push_back(*cidr);
+                                    });
+                   }},
+              },
+              /*null_is_empty=*/false);
   }
 
   void DecodeTargetGroup(const YAML::Node& node, const std::string& path, int line,
                          TargetGroupConfig* group) {
-    DecodeMap(
-        node, path, line,
-        {
-            {"name", true,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               GetString(v, p, l, &group->name);
-             }},
-            {"targets", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               DecodeSequence(v, p, l, [&](const YAML::Node& e, const std::string& ep, int el) {
-                 std::string text;
-                 if (!GetString(e, ep, el, &text)) {
-                   group->targets.emplace_back();  // keeps indices of later targets right
-                   return;
-                 }
-                 Result<Endpoint> endpoint = ParseEndpoint(text);
-                 if (!endpoint.ok()) {
-                   Error(el, ep, endpoint.status().message());
-                   group->targets.emplace_back();
-                   return;
-                 }
-                 group->targets.push_back(*endpoint);
-               });
-             }},
-            {"algorithm", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               std::string text;
-               if (!GetString(v, p, l, &text)) return;
-               Result<Algorithm> algorithm = ParseAlgorithm(text);
-               if (!algorithm.ok()) {
-                 Error(l, p, algorithm.status().message());
-                 return;
-               }
-               group->algorithm = *algorithm;
-             }},
-            {"health_check", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               DecodeHealthCheck(v, p, l, &group->health_check);
-             }},
-            {"deregistration_delay", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               GetDuration(v, p, l, &group->deregistration_delay);
-             }},
-            {"tags", false,
-             [&](const YAML::Node& v, const std::string& p, int l) {
-               DecodeTags(v, p, l, &group->tags);
-             }},
-        },
-        /*null_is_empty=*/false);
+    DecodeMap(node, path, line,
+              {
+                  {"name", true,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     GetString(v, p, l, &group->name);
+                   }},
+                  {"targets", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     DecodeSequence(
+                         v, p, l, [&](const YAML::Node& e, const std::string& ep, int el) {
+                           std::string text;
+                           if (!GetString(e, ep, el, &text)) {
+                             group->targets.emplace_back();  // keeps indices of later targets right
+                             return;
+                           }
+                           Result<Endpoint> endpoint = ParseEndpoint(text);
+                           if (!endpoint.ok()) {
+                             Error(el, ep, endpoint.status().message());
+                             group->targets.emplace_back();
+                             return;
+                           }
+                           group->targets.push_back(*endpoint);
+                         });
+                   }},
+                  {"algorithm", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     std::string text;
+                     if (!GetString(v, p, l, &text)) return;
+                     Result<Algorithm> algorithm = ParseAlgorithm(text);
+                     if (!algorithm.ok()) {
+                       Error(l, p, algorithm.status().message());
+                       return;
+                     }
+                     group->algorithm = *algorithm;
+                   }},
+                  {"health_check", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     DecodeHealthCheck(v, p, l, &group->health_check);
+                   }},
+                  {"deregistration_delay", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     GetDuration(v, p, l, &group->deregistration_delay);
+                   }},
+                  {"tags", false,
+                   [&](const YAML::Node& v, const std::string& p, int l) {
+                     DecodeTags(v, p, l, &group->tags);
+                   }},
+              },
+              /*null_is_empty=*/false);
   }
 
   void DecodeHealthCheck(const YAML::Node& node, const std::string& path, int line,
@@ -890,8 +892,10 @@ std::string FormatLine(int line, std::string_view what) {
 
 std::string_view AlgorithmName(Algorithm a) {
   switch (a) {
-    case Algorithm::kRoundRobin: return "round_robin";
-    case Algorithm::kLeastOutstandingRequests: return "least_outstanding_requests";
+    case Algorithm::kRoundRobin:
+      return "round_robin";
+    case Algorithm::kLeastOutstandingRequests:
+      return "least_outstanding_requests";
   }
   return "unknown";
 }
@@ -994,13 +998,13 @@ Result<ProxyConfig> ParseProxyConfig(std::string_view text) {
     }
     if (documents.size() > 1) {
       return InvalidArgument(
-          FormatLine(LineOf(documents[1]), "expected one YAML document, found " +
-                                               std::to_string(documents.size())));
+          FormatLine(LineOf(documents[1]),
+                     "expected one YAML document, found " + std::to_string(documents.size())));
     }
     const YAML::Node& root = documents[0];
     if (!root.IsMap()) {
-      return InvalidArgument(FormatLine(LineOf(root), "the config must be a map, got " +
-                                                          std::string(KindName(root))));
+      return InvalidArgument(
+          FormatLine(LineOf(root), "the config must be a map, got " + std::string(KindName(root))));
     }
     Decoder decoder(&lines, &problems);
     decoder.DecodeRoot(root, &config);
@@ -1009,7 +1013,7 @@ Result<ProxyConfig> ParseProxyConfig(std::string_view text) {
     return InvalidArgument(
         FormatLine(e.mark.is_null() ? 0 : e.mark.line + 1, "invalid YAML: " + e.msg));
   } catch (const std::exception& e) {
-    return InvalidArgument(std::string("cannot read the config: ") + e.what());
+    return Internal(std::string("cannot read the config: ") + e.what());
   }
   Validator(&lines, &problems).Validate(config);
   if (!problems.empty()) return problems.ToStatus();
@@ -1052,13 +1056,12 @@ std::string ProxyConfigToJson(const ProxyConfig& config) {
     groups.push_back(Json{{"name", g.name},
                           {"targets", std::move(targets)},
                           {"algorithm", AlgorithmName(g.algorithm)},
-                          {"health_check",
-                           Json{{"path", hc.path},
-                                {"interval", FormatDuration(hc.interval)},
-                                {"timeout", FormatDuration(hc.timeout)},
-                                {"healthy_threshold", hc.healthy_threshold},
-                                {"unhealthy_threshold", hc.unhealthy_threshold},
-                                {"matcher", hc.matcher.ToString()}}},
+                          {"health_check", Json{{"path", hc.path},
+                                                {"interval", FormatDuration(hc.interval)},
+                                                {"timeout", FormatDuration(hc.timeout)},
+                                                {"healthy_threshold", hc.healthy_threshold},
+                                                {"unhealthy_threshold", hc.unhealthy_threshold},
+                                                {"matcher", hc.matcher.ToString()}}},
                           {"deregistration_delay", FormatDuration(g.deregistration_delay)},
                           {"tags", std::move(tags)}});
   }

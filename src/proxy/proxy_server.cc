@@ -191,22 +191,24 @@ Status ProxyServer::Start() {
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
   signals_.add(SIGHUP);
-  std::function<void(const boost::system::error_code&, int)> on_signal;
-  on_signal = [this, on_signal](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    if (sig == SIGHUP) {
-      Reload();
-      signals_.async_wait(on_signal);
-      return;
-    }
-    BeginShutdown();
-  };
-  signals_.async_wait(on_signal);
+  WaitForSignal();
 
   spdlog::info("bluegreen proxy: {} workers, {} listeners, {} target groups, admin {}",
                n_workers, config_.listeners.size(), config_.target_groups.size(),
                admin_ ? admin_->address() : "off");
   return Status::Ok();
+}
+
+void ProxyServer::WaitForSignal() {
+  signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      Reload();
+      WaitForSignal();
+      return;
+    }
+    BeginShutdown();
+  });
 }
 
 int ProxyServer::Run() {
@@ -631,7 +633,7 @@ void ProxyServer::HandleSwap(const HttpRequest& req, HttpServer::Respond respond
   ListenerConfig* a = next.FindListener(names[0]);
   ListenerConfig* b = next.FindListener(names[1]);
   if (a == nullptr || b == nullptr) {
-    respond(Error(404, "unknown_listener",
+    respond(Error(400, "unknown_listener",
                   "no listener named " + (a == nullptr ? names[0] : names[1])));
     return;
   }

@@ -73,6 +73,7 @@ class ProxyServer {
   void CheckDraining();
   void BeginShutdown();
   void Reload();
+  void WaitForSignal();
 
   // Admin API.
   void HandleAdmin(const HttpRequest& req, HttpServer::Respond respond);
