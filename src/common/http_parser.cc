@@ -923,18 +923,16 @@ size_t BodyDecoder::Consume(std::string_view data) {
     const char c = p[i];
     switch (state_) {
       case State::kChunkSize: {
-        const int v = kHexValue[Byte(c)];
+        const int8_t v = kHexValue[Byte(c)];
         if (v >= 0) {
           if (digits_ == 16) return Fail(i, "invalid chunk size");
           remaining_ = (remaining_ << 4) | static_cast<uint64_t>(v);
           ++digits_;
           ++i;
-        } else if (digits_ == 0) {
-          return Fail(i, "invalid chunk size");
-        } else if (c == '\r') {
+        } else if (digits_ > 0 && c == '\r') {
           state_ = State::kChunkSizeLf;
           ++i;
-        } else if (c == ';' || IsOws(c)) {
+        } else if (digits_ > 0 && (c == ';' || IsOws(c))) {
           state_ = State::kChunkExt;
           sub_state_ = kExtAfterItem;
           line_bytes_ = 0;

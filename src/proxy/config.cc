@@ -1,14 +1,17 @@
 #include "proxy/config.h"
 
 #include <sys/un.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <functional>
+#include <istream>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -880,6 +883,26 @@ class Decoder {
   size_t values_ = 0;
 };
 
+// Counts the documents of a stream and remembers where each starts. YAML::LoadAll is not used:
+// yaml-cpp 0.7 loops forever on some malformed input (a stray ',' at the top level).
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+  std::vector<YAML::Mark> starts;
+};
+
 std::string FormatLine(int line, std::string_view what) {
   if (line <= 0) return std::string(what);
   return "line " + std::to_string(line) + ": " + std::string(what);
@@ -992,16 +1015,21 @@ Result<ProxyConfig> ParseProxyConfig(std::string_view text) {
   Problems problems;
   LineMap lines;
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(std::string(text));
-    if (documents.empty() || (documents.size() == 1 && documents[0].IsNull())) {
-      return InvalidArgument(FormatLine(1, "the config is empty"));
+    const std::string input(text);
+    {
+      std::istringstream stream(input);
+      YAML::Parser parser(stream);
+      DocumentCounter counter;
+      while (counter.starts.size() < 2 && parser.HandleNextDocument(counter)) {
+      }
+      if (counter.starts.size() > 1) {
+        const YAML::Mark& second = counter.starts[1];
+        return InvalidArgument(FormatLine(second.is_null() ? 0 : second.line + 1,
+                                          "expected one YAML document; another one starts here"));
+      }
     }
-    if (documents.size() > 1) {
-      return InvalidArgument(
-          FormatLine(LineOf(documents[1]),
-                     "expected one YAML document, found " + std::to_string(documents.size())));
-    }
-    const YAML::Node& root = documents[0];
+    const YAML::Node root = YAML::Load(input);
+    if (root.IsNull()) return InvalidArgument(FormatLine(1, "the config is empty"));
     if (!root.IsMap()) {
       return InvalidArgument(
           FormatLine(LineOf(root), "the config must be a map, got " + std::string(KindName(root))));

@@ -103,7 +103,16 @@ ClientConnection::ClientConnection(Worker* worker, int fd, uint32_t listener_id,
   if (ec) ::close(fd);
 }
 
-ClientConnection::~ClientConnection() = default;
+// Normally Close() has released everything; at process exit a worker deletes the connections
+// still open, and this releases what they hold.
+ClientConnection::~ClientConnection() {
+  delete up_;
+  BufferPool& pool = w_->buffers();
+  pool.Put(in_);
+  pool.Put(up_head_);
+  pool.Put(resp_);
+  pool.Put(client_head_);
+}
 
 int ClientConnection::client_fd() { return sock_.native_handle(); }
 int ClientConnection::up_fd() { return up_->sock.native_handle(); }
@@ -160,6 +169,7 @@ void ClientConnection::Drive() {
       case Phase::kHead: progress = DriveHead(); break;
       case Phase::kProxy: progress = DriveProxy(); break;
       case Phase::kTunnel: progress = DriveTunnel(); break;
+      case Phase::kLinger: progress = DriveLinger(); break;
       case Phase::kClosed: return;
     }
     if (!progress) return;
@@ -806,9 +816,12 @@ void ClientConnection::FinishRequest() {
   resp_body_pending_ = 0;
   own_response_ = false;
   parser_.Reset();
-  if (close_after_ || !req_keep_alive_ || w_->draining() || client_eof_) {
-    // Half-close so the client reads everything before it sees the end.
+  if (client_eof_) {
     Close();
+    return;
+  }
+  if (close_after_ || !req_keep_alive_ || w_->draining()) {
+    Linger();
     return;
   }
   phase_ = Phase::kHead;
@@ -944,6 +957,37 @@ bool ClientConnection::DriveTunnel() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Lingering close: after the last response, send FIN and read (and drop) what the client still
+// sends until it closes too. Closing a socket with unread bytes sends a reset, which can destroy
+// the response before the client has read it.
+
+constexpr auto kLingerTime = std::chrono::seconds(2);
+
+void ClientConnection::Linger() {
+  phase_ = Phase::kLinger;
+  ::shutdown(client_fd(), SHUT_WR);
+  w_->buffers().Put(in_);
+  in_ = nullptr;
+  deadline_ = w_->now() + kLingerTime;
+}
+
+bool ClientConnection::DriveLinger() {
+  if (waiting_ & Bit(static_cast<int>(Wait::kClientRead))) return false;
+  char sink[4096];
+  for (int i = 0; i < 16; ++i) {
+    const ssize_t n = ::recv(client_fd(), sink, sizeof(sink), 0);
+    if (n > 0) continue;
+    if (n < 0 && WouldBlock(errno)) {
+      WaitFor(Wait::kClientRead);
+      return false;
+    }
+    Close();
+    return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Timeouts, draining, closing.
 
 void ClientConnection::OnTick(Clock::time_point now) {
@@ -970,6 +1014,7 @@ void ClientConnection::OnTick(Clock::time_point now) {
       Close();
       return;
     case Phase::kTunnel:
+    case Phase::kLinger:
       Close();
       return;
     case Phase::kClosed:

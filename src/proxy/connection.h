@@ -48,13 +48,15 @@ class ClientConnection {
   ClientConnection* next_ = nullptr;
 
  private:
-  enum class Phase : uint8_t { kHead, kProxy, kTunnel, kClosed };
+  enum class Phase : uint8_t { kHead, kProxy, kTunnel, kLinger, kClosed };
   enum class Wait : uint8_t { kClientRead, kClientWrite, kUpRead, kUpWrite };
 
   void Drive();
   bool DriveHead();      // returns true if progress was made
   bool DriveProxy();
   bool DriveTunnel();
+  bool DriveLinger();
+  void Linger();
   void Dispatch(const http::RequestHead& req);
   void ConnectUpstream(const TargetSnap& target);
   void OnUpstreamConnected();

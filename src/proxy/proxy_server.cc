@@ -484,33 +484,28 @@ void ProxyServer::BeginShutdown() {
   startup_timer_.cancel();
   drain_timer_.cancel();
   health_->Stop();
-  auto finished = std::make_shared<bool>(false);
-  auto finish = [this, finished] {
-    if (*finished) return;
-    *finished = true;
+  ForEachWorker([](Worker& w) { w.Drain([] {}); }, [] {});
+  PollShutdown(Clock::now() + config_.limits.drain_timeout);
+}
+
+// Waits until no worker has a client connection left (or the deadline), then stops.
+void ProxyServer::PollShutdown(Clock::time_point deadline) {
+  GatherReports([this, deadline](std::shared_ptr<std::vector<WorkerReport>> reports) {
+    uint64_t active = 0;
+    for (const WorkerReport& w : *reports) active += w.active_connections;
+    if (active > 0 && Clock::now() < deadline) {
+      drain_timer_.expires_after(std::chrono::milliseconds(50));
+      drain_timer_.async_wait([this, deadline](const boost::system::error_code&) {
+        PollShutdown(deadline);
+      });
+      return;
+    }
+    if (active > 0) spdlog::warn("drain timeout: closing {} connections", active);
     if (admin_) admin_->Close();
     signals_.cancel();
     for (auto& w : workers_) w->Stop();
     io_.stop();
-  };
-  ForEachWorker([](Worker& w) { w.Drain([] {}); }, [] {});
-  // Wait for the workers to have no connection, bounded by drain_timeout.
-  const auto deadline = Clock::now() + config_.limits.drain_timeout;
-  auto poll = std::make_shared<std::function<void()>>();
-  *poll = [this, finish, deadline, poll] {
-    GatherReports([this, finish, deadline, poll](std::shared_ptr<std::vector<WorkerReport>> r) {
-      uint64_t active = 0;
-      for (const WorkerReport& w : *r) active += w.active_connections;
-      if (active == 0 || Clock::now() >= deadline) {
-        if (active > 0) spdlog::warn("drain timeout: closing {} connections", active);
-        finish();
-        return;
-      }
-      drain_timer_.expires_after(std::chrono::milliseconds(50));
-      drain_timer_.async_wait([poll](const boost::system::error_code&) { (*poll)(); });
-    });
-  };
-  (*poll)();
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

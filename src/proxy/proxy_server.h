@@ -72,6 +72,7 @@ class ProxyServer {
   void GatherReports(std::function<void(std::shared_ptr<std::vector<WorkerReport>>)> done);
   void CheckDraining();
   void BeginShutdown();
+  void PollShutdown(Clock::time_point deadline);
   void Reload();
   void WaitForSignal();
 

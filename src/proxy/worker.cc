@@ -29,6 +29,11 @@ Worker::Worker(int index)
 
 Worker::~Worker() {
   Stop();
+  while (conns_ != nullptr) {
+    ClientConnection* c = conns_;
+    Unlink(c);
+    delete c;
+  }
   for (TargetLocal& t : targets_) {
     for (Upstream* u : t.idle) delete u;
     t.idle.clear();
