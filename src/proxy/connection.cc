@@ -208,6 +208,11 @@ bool ClientConnection::DriveHead() {
   }
   if (in_ == nullptr) in_ = w_->buffers().Get();
   const bool was_empty = in_->empty();
+  if (was_empty) {
+    const Limits& l = w_->current().limits;
+    parser_ = http::HeadParser(http::Limits{
+        l.max_request_line, std::min(l.max_header_bytes, Buffer::kSize), l.max_headers});
+  }
   const ssize_t n = ::recv(client_fd(), in_->data + in_->end, in_->space(), 0);
   if (n > 0) {
     if (was_empty) {
@@ -356,7 +361,8 @@ void ClientConnection::Dispatch(const http::RequestHead& req) {
   }
   phase_ = Phase::kProxy;
   target_ = t;
-  Upstream* idle = w_->TakeIdleUpstream(t->id);
+  const bool replayable = req_idempotent_ && !has_body;
+  Upstream* idle = w_->TakeIdleUpstream(t->id, replayable, &up_idle_for_);
   if (idle != nullptr) {
     up_ = idle;
     ++up_seq_;
@@ -441,6 +447,9 @@ void ClientConnection::CloseUpstream() {
 // The upstream connection failed before any response byte (or timed out).
 void ClientConnection::UpstreamFailed(bool timeout) {
   const bool was_reused = up_reused_;
+  if (was_reused && !timeout && !resp_started_) {
+    w_->LearnServerIdleClose(target_->id, up_idle_for_);
+  }
   CloseUpstream();
   if (in_flight_counted_) {
     w_->AddInFlight(target_->id, -1);

@@ -99,6 +99,7 @@ class ClientConnection {
   const TargetSnap* target_ = nullptr;
   Upstream* up_ = nullptr;
   Clock::time_point started_{};
+  Clock::duration up_idle_for_{};  // how long the reused upstream connection had been idle
   size_t req_body_pending_ = 0;    // body bytes at in_->start not yet sent upstream
   uint64_t req_body_sent_ = 0;
   uint64_t up_bytes_sent_ = 0;

@@ -249,19 +249,46 @@ const TargetSnap* Worker::PickTarget(const Snapshot& snap, int group, uint32_t e
   return &g.routable[0];
 }
 
-Upstream* Worker::TakeIdleUpstream(uint32_t target_id) {
+// Connections idle longer than this are not used for requests that cannot be retried.
+constexpr auto kUnsafeReuseIdle = std::chrono::milliseconds(500);
+
+Upstream* Worker::TakeIdleUpstream(uint32_t target_id, bool replayable,
+                                   Clock::duration* idle_for) {
   TargetLocal& t = Local(target_id);
+  // Connections this close to the server's observed idle timeout are about to be closed by it.
+  const Clock::duration too_old = t.server_idle_close == Clock::duration::max()
+                                      ? Clock::duration::max()
+                                      : t.server_idle_close * 3 / 4;
   while (!t.idle.empty()) {
     Upstream* u = t.idle.back();
+    const Clock::duration idle = now_ - u->idle_since;
+    if (idle >= too_old) {
+      t.idle.pop_back();
+      delete u;
+      continue;
+    }
+    // The newest connection is at the back: if it is too old for this request, all are.
+    if (!replayable && idle >= kUnsafeReuseIdle) return nullptr;
     t.idle.pop_back();
     // A connection the server closed while it sat idle reads EOF (or data it should not have
     // sent): such a connection is not reused.
     char c;
     const ssize_t r = ::recv(u->sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return u;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      *idle_for = idle;
+      return u;
+    }
+    if (r == 0) LearnServerIdleClose(target_id, idle);
     delete u;
   }
   return nullptr;
+}
+
+void Worker::LearnServerIdleClose(uint32_t target_id, Clock::duration idle_for) {
+  TargetLocal& t = Local(target_id);
+  if (idle_for > std::chrono::milliseconds(10) && idle_for < t.server_idle_close) {
+    t.server_idle_close = idle_for;
+  }
 }
 
 void Worker::ReleaseUpstream(Upstream* up) {

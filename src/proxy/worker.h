@@ -105,8 +105,15 @@ class Worker {
   bool installed() const { return current_ != nullptr; }
   // Picks a routable target of `group` for a new request; skips `exclude` when another exists.
   const TargetSnap* PickTarget(const Snapshot& snap, int group, uint32_t exclude);
-  // A pooled, still-open upstream connection to the target, or nullptr.
-  Upstream* TakeIdleUpstream(uint32_t target_id);
+  // A pooled, still-open upstream connection to the target, or nullptr. A request that could not
+  // be retried (`replayable` false) only gets a connection that has been idle briefly, so it is
+  // not sent just as the server closes the connection for being idle. `idle_for` receives how
+  // long the connection was idle.
+  Upstream* TakeIdleUpstream(uint32_t target_id, bool replayable, Clock::duration* idle_for);
+  // A reused connection that was idle for `idle_for` turned out to be closed by the server: the
+  // worker learns that this target closes connections about that idle, and stops reusing
+  // connections that are nearly as old.
+  void LearnServerIdleClose(uint32_t target_id, Clock::duration idle_for);
   // Returns a reusable upstream connection to the pool (or closes it when the pool is full or the
   // target left the routing table).
   void ReleaseUpstream(Upstream* up);
@@ -126,6 +133,8 @@ class Worker {
   struct TargetLocal {
     std::vector<Upstream*> idle;  // LIFO
     int64_t in_flight = 0;
+    // Shortest idle time after which the server was seen to close a connection.
+    Clock::duration server_idle_close = Clock::duration::max();
   };
 
   void StartAccept(Acceptor* a);

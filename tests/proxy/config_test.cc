@@ -382,7 +382,7 @@ workers: 1
 ---
 workers: 2
 )"),
-            "line 3: expected one YAML document, found 2");
+            "line 2: expected one YAML document; another one starts here");
 }
 
 TEST(ParseProxyConfigErrorTest, YamlSyntaxErrorHasItsLine) {
@@ -397,6 +397,11 @@ target_groups: []
   EXPECT_EQ(ErrorOf("a: [1\n"), "line 2: invalid YAML: end of sequence flow not found");
   EXPECT_EQ(ErrorOf("admin: *nowhere\n"),
             "line 1: invalid YAML: the referenced anchor is not defined");
+}
+
+TEST(ParseProxyConfigErrorTest, StrayCommaIsAnErrorNotAHang) {
+  // yaml-cpp's LoadAll never returns on this input.
+  EXPECT_EQ(ErrorOf(","), "line 1: expected one YAML document; another one starts here");
 }
 
 TEST(ParseProxyConfigErrorTest, DeepNestingIsAnErrorNotACrash) {
