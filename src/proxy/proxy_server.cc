@@ -796,7 +796,13 @@ void ProxyServer::RenderState(const std::vector<WorkerReport>& reports, json* ou
   json& j = *out;
   j["generation"] = generation_;
   j["accepting"] = accepting_;
-  j["workers"] = workers_.size();
+  j["workers"] = json::array();
+  for (size_t i = 0; i < reports.size(); ++i) {
+    j["workers"].push_back({{"index", i},
+                            {"connections", reports[i].active_connections},
+                            {"accepted", reports[i].accepted},
+                            {"idle_upstreams", reports[i].idle_upstreams}});
+  }
   j["listeners"] = json::array();
   for (const ListenerConfig& l : config_.listeners) {
     json allow = json::array();
