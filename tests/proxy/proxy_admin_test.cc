@@ -11,7 +11,7 @@
 namespace bluegreen::proxy_test {
 namespace {
 
-class ConfigTest : public ProxyTest {};
+class ConfigChangeTest : public ProxyTest {};
 
 // The reason of an admin API error: {"error": "reason"} or {"error": {"message": "reason", ...}}.
 std::string ErrorOf(const AdminResponse& r) {
@@ -29,7 +29,7 @@ int LineOf(const std::string& text, const std::string& needle) {
   return 1 + static_cast<int>(std::count(text.begin(), text.begin() + pos, '\n'));
 }
 
-TEST_F(ConfigTest, InvalidConfigIsRejectedWithItsReasonAndChangesNothing) {
+TEST_F(ConfigChangeTest, InvalidConfigIsRejectedWithItsReasonAndChangesNothing) {
   BG_ASSERT_OK_AND_ASSIGN(BlueGreen bg, StartBlueGreen());
   const Admin& admin = bg.proxy->admin();
   BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(bg.proxy->production_port()));
@@ -76,7 +76,7 @@ TEST_F(ConfigTest, InvalidConfigIsRejectedWithItsReasonAndChangesNothing) {
   EXPECT_EQ(test.body, "green\n") << test;
 }
 
-TEST_F(ConfigTest, ValidConfigWithANewTargetGroupIsApplied) {
+TEST_F(ConfigChangeTest, ValidConfigWithANewTargetGroupIsApplied) {
   BG_ASSERT_OK_AND_ASSIGN(BlueGreen bg, StartBlueGreen());
   BG_ASSERT_OK_AND_ASSIGN(Backend * canary, StartBackend("canary"));
   const Admin& admin = bg.proxy->admin();
@@ -120,7 +120,7 @@ TEST_F(ConfigTest, ValidConfigWithANewTargetGroupIsApplied) {
   EXPECT_EQ(green.body, "green\n") << green;
 }
 
-TEST_F(ConfigTest, InvalidConfigFileAtStartExitsNonZeroNamingTheLine) {
+TEST_F(ConfigChangeTest, InvalidConfigFileAtStartExitsNonZeroNamingTheLine) {
   BG_ASSERT_OK_AND_ASSIGN(ProxyConfigSpec spec, BlueGreenConfig({"127.0.0.1:9"}, {"127.0.0.1:10"}));
   spec.Group("green")->algorithm = "fastest";
   const std::string yaml = spec.ToYaml();
@@ -138,7 +138,7 @@ TEST_F(ConfigTest, InvalidConfigFileAtStartExitsNonZeroNamingTheLine) {
   EXPECT_NE(err.find("algorithm"), std::string::npos) << err;
 }
 
-TEST_F(ConfigTest, UnparsableConfigFileAtStartExitsNonZeroNamingTheLine) {
+TEST_F(ConfigChangeTest, UnparsableConfigFileAtStartExitsNonZeroNamingTheLine) {
   const std::string path = dir_.File("broken.yaml");
   BG_ASSERT_OK(WriteFile(path,
                          "admin: 127.0.0.1:1\n"
@@ -161,7 +161,7 @@ TEST_F(ConfigTest, UnparsableConfigFileAtStartExitsNonZeroNamingTheLine) {
   EXPECT_TRUE(WIFEXITED(*st2) && WEXITSTATUS(*st2) != 0) << DescribeWaitStatus(st2);
 }
 
-TEST_F(ConfigTest, SighupReloadsTheConfigFileAndKeepsTheOldOneIfInvalid) {
+TEST_F(ConfigChangeTest, SighupReloadsTheConfigFileAndKeepsTheOldOneIfInvalid) {
   BG_ASSERT_OK_AND_ASSIGN(BlueGreen bg, StartBlueGreen());
   const Admin& admin = bg.proxy->admin();
   BG_ASSERT_OK_AND_ASSIGN(Json before, admin.State());
