@@ -878,6 +878,29 @@ void ClientConnection::Respond(int status, bool close_after) {
 // ---------------------------------------------------------------------------------------------
 // Tunnel (after 101 Switching Protocols): bytes both ways until both sides closed.
 
+// One direction of a tunnel: reads from `from` into the (empty) buffer; at EOF passes the
+// half-close on to `to`. Returns false when the connection was closed.
+bool ClientConnection::TunnelRead(int from, int to, Buffer** buf, bool* eof, Wait wait,
+                                  bool* progress) {
+  if (*buf == nullptr) *buf = w_->buffers().Get();
+  (*buf)->start = (*buf)->end = 0;
+  const ssize_t n = ::recv(from, (*buf)->data, Buffer::kSize, 0);
+  if (n > 0) {
+    (*buf)->end = static_cast<size_t>(n);
+    *progress = true;
+  } else if (n == 0) {
+    *eof = true;
+    ::shutdown(to, SHUT_WR);
+    *progress = true;
+  } else if (WouldBlock(errno)) {
+    WaitFor(wait);
+  } else {
+    Close();
+    return false;
+  }
+  return true;
+}
+
 bool ClientConnection::DriveTunnel() {
   bool progress = false;
   // Leftover response head / bytes to the client first.
@@ -908,20 +931,7 @@ bool ClientConnection::DriveTunnel() {
       return false;
     }
   } else if (!up_eof_) {
-    if (resp_ == nullptr) resp_ = w_->buffers().Get();
-    resp_->start = resp_->end = 0;
-    const ssize_t n = ::recv(up_fd(), resp_->data, Buffer::kSize, 0);
-    if (n > 0) {
-      resp_->end = static_cast<size_t>(n);
-      progress = true;
-    } else if (n == 0) {
-      up_eof_ = true;
-      ::shutdown(client_fd(), SHUT_WR);
-      progress = true;
-    } else if (WouldBlock(errno)) {
-      WaitFor(Wait::kUpRead);
-    } else {
-      Close();
+    if (!TunnelRead(up_fd(), client_fd(), &resp_, &up_eof_, Wait::kUpRead, &progress)) {
       return false;
     }
   }
@@ -938,20 +948,7 @@ bool ClientConnection::DriveTunnel() {
       return false;
     }
   } else if (!client_eof_) {
-    if (in_ == nullptr) in_ = w_->buffers().Get();
-    in_->start = in_->end = 0;
-    const ssize_t n = ::recv(client_fd(), in_->data, Buffer::kSize, 0);
-    if (n > 0) {
-      in_->end = static_cast<size_t>(n);
-      progress = true;
-    } else if (n == 0) {
-      client_eof_ = true;
-      ::shutdown(up_fd(), SHUT_WR);
-      progress = true;
-    } else if (WouldBlock(errno)) {
-      WaitFor(Wait::kClientRead);
-    } else {
-      Close();
+    if (!TunnelRead(client_fd(), up_fd(), &in_, &client_eof_, Wait::kClientRead, &progress)) {
       return false;
     }
   }

@@ -55,6 +55,7 @@ class ClientConnection {
   bool DriveHead();      // returns true if progress was made
   bool DriveProxy();
   bool DriveTunnel();
+  bool TunnelRead(int from, int to, Buffer** buf, bool* eof, Wait wait, bool* progress);
   bool DriveLinger();
   void Linger();
   void Dispatch(const http::RequestHead& req);

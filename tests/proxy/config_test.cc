@@ -1001,8 +1001,8 @@ TEST(ProxyConfigTest, FindHelpers) {
 // The example shipped in examples/
 
 TEST(ExampleConfigTest, ExamplesProxyYamlIsValid) {
-  std::filesystem::path path =
-      std::filesystem::path(__FILE__).parent_path() / "../../examples/proxy.yaml";
+  // BLUEGREEN_SOURCE_DIR comes from CMake: __FILE__ may be relative (ccache's base_dir).
+  std::filesystem::path path = std::filesystem::path(BLUEGREEN_SOURCE_DIR) / "examples/proxy.yaml";
   std::ifstream in(path);
   ASSERT_TRUE(in) << "cannot open " << path;
   std::stringstream text;
