@@ -13,6 +13,7 @@ cmake --build build --target bluegreen test_backend
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
+trap 'exit 0' INT TERM
 for spec in blue:9001 green:9002 blue:9003; do
   build/tests/support/test_backend --listen "127.0.0.1:${spec#*:}" --name "${spec%%:*}" >/dev/null &
   pids+=($!)
@@ -25,4 +26,6 @@ bluegreen proxy (Ctrl-C stops everything)
   admin       http://127.0.0.1:9901/v1/state
   swap        curl -X POST 127.0.0.1:9901/v1/swap -d '{"listeners":["production","test"]}'
 MSG
-build/src/main/bluegreen proxy --config examples/proxy.yaml
+build/src/main/bluegreen proxy --config examples/proxy.yaml &
+pids+=($!)
+wait "$!"
