@@ -286,18 +286,12 @@ void ClientConnection::Dispatch(const http::RequestHead& req) {
   hw.Add(" ");
   hw.Add(req.path);
   hw.Add(req_http10_ ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
-  std::string_view xff_prev;
-  bool xff_multi = false;
+  bool has_xff = false;
   for (const Header& h : req.headers) {
     if (h.hop_by_hop) continue;
     switch (h.kind) {
       case HeaderKind::kXForwardedFor:
-        if (xff_prev.empty()) {
-          xff_prev = h.value;
-        } else {
-          xff_multi = true;
-          hw.AddHeader("X-Forwarded-For", h.value);  // keep earlier lines, in order
-        }
+        has_xff = true;  // joined into one line below, with the client appended
         continue;
       case HeaderKind::kXForwardedProto:
       case HeaderKind::kXForwardedPort:
@@ -320,9 +314,12 @@ void ClientConnection::Dispatch(const http::RequestHead& req) {
   char ip[INET6_ADDRSTRLEN];
   const size_t ip_len = FormatPeer(peer_, ip, sizeof(ip));
   hw.Add("X-Forwarded-For: ");
-  if (!xff_prev.empty() && !xff_multi) {
-    hw.Add(xff_prev);
-    hw.Add(", ");
+  if (has_xff) {
+    for (const Header& h : req.headers) {
+      if (h.kind != HeaderKind::kXForwardedFor || h.hop_by_hop || h.value.empty()) continue;
+      hw.Add(h.value);
+      hw.Add(", ");
+    }
   }
   hw.Add(std::string_view(ip, ip_len));
   hw.Add("\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ");
@@ -338,9 +335,6 @@ void ClientConnection::Dispatch(const http::RequestHead& req) {
     hw.Add("Connection: keep-alive\r\n");
   }
   hw.Add("\r\n");
-  if (xff_multi) {
-    // Several X-Forwarded-For lines came in: they were copied in order; ours is the last one.
-  }
   in_->start += head_size;
   if (!hw.ok()) {
     Respond(431, true);

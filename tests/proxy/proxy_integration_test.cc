@@ -90,6 +90,17 @@ TEST_F(RoutingTest, ForwardedHeadersAppendedHopByHopRemovedHostKept) {
   EXPECT_EQ(echo2.Values("X-Forwarded-For"), std::vector<std::string>{"127.0.0.1"});
   EXPECT_EQ(echo2.Value("Host"), "localhost");
 
+  // Several X-Forwarded-For lines: all kept, in order, in one line with the client appended.
+  HttpRequest multi;
+  multi.target = "/echo";
+  multi.headers = {{"X-Forwarded-For", "10.0.0.1"}, {"X-Forwarded-For", "10.0.0.2, 10.0.0.3"}};
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse multi_resp, conn->RoundTrip(multi));
+  ASSERT_EQ(multi_resp.status, 200) << multi_resp;
+  BG_ASSERT_OK_AND_ASSIGN(EchoDump echo_multi, ParseEcho(multi_resp.body));
+  EXPECT_EQ(echo_multi.Values("X-Forwarded-For"),
+            std::vector<std::string>{"10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"})
+      << multi_resp.body;
+
   // The test listener reports its own port.
   BG_ASSERT_OK_AND_ASSIGN(HttpResponse on_test, FetchGet(bg.proxy->test_port(), "/echo"));
   ASSERT_EQ(on_test.status, 200) << on_test;
