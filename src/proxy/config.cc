@@ -1,5 +1,7 @@
 #include "proxy/config.h"
 
+#include "common/utf8.h"
+
 #include <sys/un.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -1011,6 +1013,9 @@ ListenerConfig* ProxyConfig::FindListener(std::string_view name) {
 }
 
 Result<ProxyConfig> ParseProxyConfig(std::string_view text) {
+  if (const size_t bad = FindInvalidUtf8(text); bad != std::string_view::npos) {
+    return InvalidArgument("the text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  }
   ProxyConfig config;
   Problems problems;
   LineMap lines;

@@ -1,5 +1,7 @@
 #include "stack/stack_spec.h"
 
+#include "common/utf8.h"
+
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -1011,6 +1013,9 @@ std::string_view TimeoutActionName(TimeoutAction a) {
 }
 
 Result<StackSpec> ParseStackSpec(std::string_view yaml) {
+  if (const size_t bad = FindInvalidUtf8(yaml); bad != std::string_view::npos) {
+    return InvalidArgument("the text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  }
   StackSpec spec;
   Problems problems;
   LineMap lines;

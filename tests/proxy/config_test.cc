@@ -1026,3 +1026,18 @@ TEST(ExampleConfigTest, ExamplesProxyYamlIsValid) {
 
 }  // namespace
 }  // namespace bluegreen::proxy
+
+namespace bluegreen::proxy {
+namespace {
+
+TEST(ParseProxyConfigUtf8Test, InvalidUtf8IsRejectedBeforeParsing) {
+  Result<ProxyConfig> r = ParseProxyConfig("admin: 127.0.0.1:9901\ntarget_groups:\n"
+                                           "  - {name: g, tags: {Image: \"v\xff\"}}\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("not valid UTF-8 (byte "), std::string::npos)
+      << r.status().message();
+}
+
+}  // namespace
+}  // namespace bluegreen::proxy
