@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds bluegreen twice (optimized, and with ASan+UBSan) and runs every
-# test in both builds: unit tests, integration tests against real processes on loopback, and the
-# replay of the fuzz seed corpora.
+# Installs what is missing, builds bluegreen three times (optimized, ASan+UBSan, TSan) and runs
+# every test in the first two builds (unit tests, integration tests against real processes on
+# loopback, the replay of the fuzz seed corpora) and the proxy's threading tests under TSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,16 @@ cmake --build build-asan -j "$JOBS"
 echo "== tests (ASan+UBSan)"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$JOBS" --timeout 600
+
+echo "== build (TSan) and the proxy's threading tests"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLUEGREEN_TSAN=ON \
+  -DBLUEGREEN_BENCH=OFF >/dev/null
+cmake --build build-tsan -j "$JOBS"
+# The proxy runs as a child of the tests and inherits these options: a data race aborts it, and
+# the test that drove it fails.
+TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
+  ctest --test-dir build-tsan --output-on-failure -j "$JOBS" --timeout 600 \
+  -R "SwapTest|LifecycleTest|DrainingTest|HealthTest|ConfigChangeTest|BalancingTest|RetryTest"
 
 echo "== tests (RelWithDebInfo)"
 ctest --test-dir build --output-on-failure -j "$JOBS" --timeout 600
