@@ -41,4 +41,9 @@ size_t FindInvalidUtf8(std::string_view text) {
   return std::string_view::npos;
 }
 
+bool IsCleanUtf8(std::string_view text) {
+  return text.find('\0') == std::string_view::npos &&
+         FindInvalidUtf8(text) == std::string_view::npos;
+}
+
 }  // namespace bluegreen

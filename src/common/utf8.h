@@ -11,4 +11,7 @@ namespace bluegreen {
 // forms, surrogates and code points above U+10FFFF are invalid), or npos when all of it is valid.
 size_t FindInvalidUtf8(std::string_view text);
 
+// Well-formed UTF-8 without NUL: what JSON output can hold and read back unchanged.
+bool IsCleanUtf8(std::string_view text);
+
 }  // namespace bluegreen

@@ -22,3 +22,15 @@ TEST(FindInvalidUtf8Test, FindsTheFirstBadByte) {
 
 }  // namespace
 }  // namespace bluegreen
+
+namespace bluegreen {
+namespace {
+
+TEST(IsCleanUtf8Test, RejectsNulAndInvalidBytes) {
+  EXPECT_TRUE(IsCleanUtf8("caf\xC3\xA9"));
+  EXPECT_FALSE(IsCleanUtf8(std::string_view("a\0b", 3)));
+  EXPECT_FALSE(IsCleanUtf8("a\xFF"));
+}
+
+}  // namespace
+}  // namespace bluegreen
