@@ -91,6 +91,32 @@ size_t FormatPeer(const sockaddr_in6& peer, char* out, size_t cap) {
 
 bool WouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
+// Sends what is left of `head` (may be null) and then the first `body_len` bytes of `body` with
+// one sendmsg, and advances both buffers past what went out. Returns the bytes sent (-1 with errno
+// on error); *body_sent gets the part of them that came from `body`.
+ssize_t SendHeadAndBody(int fd, Buffer* head, Buffer* body, size_t body_len, size_t* body_sent) {
+  iovec iov[2];
+  size_t n_iov = 0;
+  const bool has_head = head != nullptr && !head->empty();
+  if (has_head) iov[n_iov++] = {head->begin_ptr(), head->size()};
+  if (body_len > 0) iov[n_iov++] = {body->begin_ptr(), body_len};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = n_iov;
+  const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  *body_sent = 0;
+  if (n <= 0) return n;
+  size_t left = static_cast<size_t>(n);
+  if (has_head) {
+    const size_t h = std::min(left, head->size());
+    head->start += h;
+    left -= h;
+  }
+  if (left > 0) body->start += left;
+  *body_sent = left;
+  return n;
+}
+
 }  // namespace
 
 ClientConnection::ClientConnection(Worker* worker, int fd, uint32_t listener_id,
@@ -482,27 +508,13 @@ bool ClientConnection::DriveProxy() {
   if (!own_response_ && up_ != nullptr && !up_connecting_) {
     const bool head_left = up_head_ != nullptr && !up_head_->empty() && !resp_started_;
     if ((head_left || req_body_pending_ > 0) && !waiting(Wait::kUpWrite)) {
-      iovec iov[2];
-      int n_iov = 0;
-      if (head_left) iov[n_iov++] = {up_head_->begin_ptr(), up_head_->size()};
-      if (req_body_pending_ > 0) iov[n_iov++] = {in_->begin_ptr(), req_body_pending_};
-      msghdr msg{};
-      msg.msg_iov = iov;
-      msg.msg_iovlen = static_cast<size_t>(n_iov);
-      const ssize_t n = ::sendmsg(up_fd(), &msg, MSG_NOSIGNAL);
+      size_t body_sent = 0;
+      const ssize_t n = SendHeadAndBody(up_fd(), head_left ? up_head_ : nullptr, in_,
+                                        req_body_pending_, &body_sent);
       if (n > 0) {
-        size_t left = static_cast<size_t>(n);
-        up_bytes_sent_ += left;
-        if (head_left) {
-          const size_t h = std::min(left, up_head_->size());
-          up_head_->start += h;
-          left -= h;
-        }
-        if (left > 0) {
-          in_->start += left;
-          req_body_pending_ -= left;
-          req_body_sent_ += left;
-        }
+        up_bytes_sent_ += static_cast<size_t>(n);
+        req_body_pending_ -= body_sent;
+        req_body_sent_ += body_sent;
         progress = true;
       } else if (n < 0 && WouldBlock(errno)) {
         WaitFor(Wait::kUpWrite);
@@ -611,26 +623,12 @@ bool ClientConnection::DriveProxy() {
   // 3. Response bytes to the client.
   const bool head_out = client_head_ != nullptr && !client_head_->empty();
   if ((head_out || resp_body_pending_ > 0) && !waiting(Wait::kClientWrite)) {
-    iovec iov[2];
-    int n_iov = 0;
-    if (head_out) iov[n_iov++] = {client_head_->begin_ptr(), client_head_->size()};
-    if (resp_body_pending_ > 0) iov[n_iov++] = {resp_->begin_ptr(), resp_body_pending_};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(n_iov);
-    const ssize_t n = ::sendmsg(cfd, &msg, MSG_NOSIGNAL);
+    size_t body_sent = 0;
+    const ssize_t n =
+        SendHeadAndBody(cfd, client_head_, resp_, resp_body_pending_, &body_sent);
     if (n > 0) {
-      size_t left = static_cast<size_t>(n);
       resp_sent_any_ = true;
-      if (head_out) {
-        const size_t h = std::min(left, client_head_->size());
-        client_head_->start += h;
-        left -= h;
-      }
-      if (left > 0) {
-        resp_->start += left;
-        resp_body_pending_ -= left;
-      }
+      resp_body_pending_ -= body_sent;
       progress = true;
     } else if (n < 0 && WouldBlock(errno)) {
       WaitFor(Wait::kClientWrite);
@@ -901,22 +899,9 @@ bool ClientConnection::DriveTunnel() {
   const bool head_out = client_head_ != nullptr && !client_head_->empty();
   const size_t resp_bytes = resp_ != nullptr ? resp_->size() : 0;
   if (head_out || resp_bytes > 0) {
-    iovec iov[2];
-    int n_iov = 0;
-    if (head_out) iov[n_iov++] = {client_head_->begin_ptr(), client_head_->size()};
-    if (resp_bytes > 0) iov[n_iov++] = {resp_->begin_ptr(), resp_bytes};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(n_iov);
-    const ssize_t n = ::sendmsg(client_fd(), &msg, MSG_NOSIGNAL);
+    size_t body_sent = 0;
+    const ssize_t n = SendHeadAndBody(client_fd(), client_head_, resp_, resp_bytes, &body_sent);
     if (n > 0) {
-      size_t left = static_cast<size_t>(n);
-      if (head_out) {
-        const size_t h = std::min(left, client_head_->size());
-        client_head_->start += h;
-        left -= h;
-      }
-      if (left > 0) resp_->start += left;
       progress = true;
     } else if (n < 0 && WouldBlock(errno)) {
       WaitFor(Wait::kClientWrite);
