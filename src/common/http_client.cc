@@ -1,0 +1,324 @@
+#include "common/http_client.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/net.h"
+
+namespace bluegreen {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+int RemainingMs(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() <= 0 ? 0 : static_cast<int>(left.count());
+}
+
+// Waits for `events` on fd until the deadline.
+Status WaitFor(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    const int ms = RemainingMs(deadline);
+    if (ms == 0) return Status(StatusCode::kDeadlineExceeded, "timed out");
+    const int n = ::poll(&p, 1, ms);
+    if (n > 0) return Status::Ok();
+    if (n == 0) return Status(StatusCode::kDeadlineExceeded, "timed out");
+    if (errno != EINTR) return Unavailable(std::string("poll: ") + std::strerror(errno));
+  }
+}
+
+struct Target {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string host;  // for the Host header
+};
+
+Result<Target> ResolveAddress(std::string_view address) {
+  Target t;
+  if (address.starts_with("unix:")) {
+    const std::string_view path = address.substr(5);
+    auto* un = reinterpret_cast<sockaddr_un*>(&t.addr);
+    if (path.empty() || path.size() >= sizeof(un->sun_path)) {
+      return InvalidArgument(fmt::format("bad unix socket path in {:?}", std::string(address)));
+    }
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, path.data(), path.size());
+    t.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    t.host = "localhost";
+    return t;
+  }
+  if (address.starts_with("http://")) {
+    address.remove_prefix(7);
+    const size_t slash = address.find('/');
+    if (slash != std::string_view::npos) address = address.substr(0, slash);
+  }
+  Result<Endpoint> ep = ParseEndpoint(address);
+  if (!ep.ok()) return ep.status();
+  t.addr = ep->addr;
+  t.len = ep->len;
+  t.host = std::string(address);
+  return t;
+}
+
+Result<int> ConnectTo(const Target& t, Clock::time_point deadline) {
+  const int fd = ::socket(t.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Unavailable(std::string("socket: ") + std::strerror(errno));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&t.addr), t.len) != 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+      const int err = errno;
+      ::close(fd);
+      return Unavailable(fmt::format("connect to {}: {}", t.host, std::strerror(err)));
+    }
+    Status st = WaitFor(fd, POLLOUT, deadline);
+    if (!st.ok()) {
+      ::close(fd);
+      return st;
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      ::close(fd);
+      return Unavailable(fmt::format("connect to {}: {}", t.host, std::strerror(err)));
+    }
+  }
+  if (t.addr.ss_family != AF_UNIX) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  return fd;
+}
+
+Status SendAll(int fd, std::string_view data, Clock::time_point deadline) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      BG_RETURN_IF_ERROR(WaitFor(fd, POLLOUT, deadline));
+      continue;
+    }
+    return Unavailable(std::string("send: ") + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+// Reads more bytes into `buf`. Returns false on end of stream.
+Result<bool> ReadMore(int fd, std::string* buf, Clock::time_point deadline) {
+  char chunk[16384];
+  for (;;) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      buf->append(chunk, static_cast<size_t>(n));
+      return true;
+    }
+    if (n == 0) return false;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      BG_RETURN_IF_ERROR(WaitFor(fd, POLLIN, deadline));
+      continue;
+    }
+    if (errno == ECONNRESET) return false;
+    return Unavailable(std::string("recv: ") + std::strerror(errno));
+  }
+}
+
+bool ParseHex(std::string_view s, size_t* out) {
+  size_t v = 0;
+  if (s.empty() || s.size() > 15) return false;
+  for (char c : s) {
+    int d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+    else return false;
+    v = v * 16 + static_cast<size_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string_view HttpClientResponse::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (EqualsIgnoreCase(k, name)) return v;
+  }
+  return {};
+}
+
+Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClientRequest& request,
+                                    std::chrono::milliseconds timeout, size_t max_body) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  Result<Target> target = ResolveAddress(address);
+  if (!target.ok()) return target.status();
+  Result<int> fd_or = ConnectTo(*target, deadline);
+  if (!fd_or.ok()) return fd_or.status();
+  Fd fd(*fd_or);
+
+  std::string out = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+                                request.method, request.target, target->host);
+  bool has_type = false;
+  for (const auto& [k, v] : request.headers) {
+    out += fmt::format("{}: {}\r\n", k, v);
+    if (EqualsIgnoreCase(k, "Content-Type")) has_type = true;
+  }
+  if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
+      request.method == "PATCH") {
+    if (!has_type && !request.body.empty()) out += "Content-Type: application/json\r\n";
+    out += fmt::format("Content-Length: {}\r\n", request.body.size());
+  }
+  out += "\r\n";
+  out += request.body;
+  BG_RETURN_IF_ERROR(SendAll(fd.get(), out, deadline));
+
+  std::string buf;
+  size_t pos = 0;  // start of the current response in buf
+  HttpClientResponse resp;
+  size_t head_end;
+  for (;;) {
+    // Read a complete head, skipping 1xx interim responses.
+    while ((head_end = buf.find("\r\n\r\n", pos)) == std::string::npos) {
+      if (buf.size() - pos > 64 * 1024) return Internal("response head too large");
+      Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+      if (!more.ok()) return more.status();
+      if (!*more) return Unavailable(fmt::format("{} closed the connection before answering",
+                                                 target->host));
+    }
+    std::string_view head(buf.data() + pos, head_end - pos);
+    const size_t eol = head.find("\r\n");
+    std::string_view status_line = head.substr(0, eol);
+    if (!status_line.starts_with("HTTP/1.") || status_line.size() < 12) {
+      return Internal(fmt::format("not an HTTP/1.x response: {:?}",
+                                  std::string(status_line.substr(0, 80))));
+    }
+    int code = 0;
+    for (char c : status_line.substr(9, 3)) {
+      if (c < '0' || c > '9') return Internal("bad status code in response");
+      code = code * 10 + (c - '0');
+    }
+    resp.status = code;
+    resp.headers.clear();
+    std::string_view rest = eol == std::string_view::npos ? "" : head.substr(eol + 2);
+    while (!rest.empty()) {
+      const size_t e = rest.find("\r\n");
+      std::string_view line = rest.substr(0, e);
+      rest = e == std::string_view::npos ? "" : rest.substr(e + 2);
+      const size_t colon = line.find(':');
+      if (colon == std::string_view::npos) continue;
+      resp.headers.emplace_back(std::string(line.substr(0, colon)),
+                                std::string(Trim(line.substr(colon + 1))));
+    }
+    pos = head_end + 4;
+    if (code >= 100 && code < 200) continue;
+    break;
+  }
+
+  const bool no_body = request.method == "HEAD" || resp.status == 204 || resp.status == 304;
+  if (no_body) return resp;
+  std::string_view te = resp.Header("Transfer-Encoding");
+  std::string_view cl = resp.Header("Content-Length");
+  if (!te.empty() && te.find("chunked") != std::string_view::npos) {
+    // Chunked: decode as the bytes arrive.
+    for (;;) {
+      size_t line_end;
+      while ((line_end = buf.find("\r\n", pos)) == std::string::npos) {
+        Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+        if (!more.ok()) return more.status();
+        if (!*more) return Unavailable("connection closed inside a chunked body");
+      }
+      std::string_view size_text(buf.data() + pos, line_end - pos);
+      const size_t semi = size_text.find(';');
+      if (semi != std::string_view::npos) size_text = size_text.substr(0, semi);
+      size_t size = 0;
+      if (!ParseHex(Trim(size_text), &size)) return Internal("bad chunk size in response");
+      pos = line_end + 2;
+      if (size == 0) break;  // trailers are not needed; the connection closes anyway
+      if (resp.body.size() + size > max_body) {
+        return Status(StatusCode::kResourceExhausted, "response body too large");
+      }
+      while (buf.size() < pos + size + 2) {
+        Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+        if (!more.ok()) return more.status();
+        if (!*more) return Unavailable("connection closed inside a chunked body");
+      }
+      resp.body.append(buf, pos, size);
+      pos += size + 2;
+    }
+    return resp;
+  }
+  if (!cl.empty()) {
+    size_t len = 0;
+    for (char c : cl) {
+      if (c < '0' || c > '9' || len > max_body) return Internal("bad Content-Length in response");
+      len = len * 10 + static_cast<size_t>(c - '0');
+    }
+    if (len > max_body) return Status(StatusCode::kResourceExhausted, "response body too large");
+    while (buf.size() < pos + len) {
+      Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+      if (!more.ok()) return more.status();
+      if (!*more) return Unavailable("connection closed inside the response body");
+    }
+    resp.body = buf.substr(pos, len);
+    return resp;
+  }
+  // Close-delimited.
+  for (;;) {
+    if (buf.size() - pos > max_body) {
+      return Status(StatusCode::kResourceExhausted, "response body too large");
+    }
+    Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+  }
+  resp.body = buf.substr(pos);
+  return resp;
+}
+
+}  // namespace bluegreen
