@@ -9,6 +9,8 @@ PACKAGES=(
   libboost1.81-dev                         # Asio: event loops, sockets, timers, signals
   libyaml-cpp-dev nlohmann-json3-dev       # config files and JSON APIs
   libspdlog-dev libfmt-dev libcli11-dev    # logging, formatting, command line
+  libsqlite3-dev libssl-dev                # the state store; SHA-256 and HMAC for tokens
+  podman runc                              # the container runtime's integration tests
   libgtest-dev libgmock-dev libbenchmark-dev
   haproxy nginx wrk                        # benchmark references and load generator
 )

@@ -1,5 +1,6 @@
 // The bluegreen executable: flag parsing and dispatch to the components. The only code here that
 // is not shared with the tests.
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -11,8 +12,11 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "cli/cli.h"
+#include "common/net.h"
 #include "proxy/config.h"
 #include "proxy/proxy_server.h"
+#include "serve/serve.h"
 
 namespace {
 
@@ -46,6 +50,30 @@ int RunProxy(const std::string& config_path, bool check_only) {
   return server.Run();
 }
 
+// The options every client command takes: where serve is, where its token is, --json.
+void AddClientFlags(CLI::App* command, bluegreen::cli::ClientOptions* options) {
+  command->add_option("--api", options->api,
+                      "address of bluegreen serve: http://HOST:PORT, HOST:PORT or unix:/path "
+                      "(default: $BLUEGREEN_API, else http://127.0.0.1:7070)");
+  command->add_option("--state-dir", options->state_dir,
+                      "state directory of serve; its admin.token is the API token when "
+                      "$BLUEGREEN_TOKEN is not set (default: $BLUEGREEN_STATE_DIR, else "
+                      "/var/lib/bluegreen for root, ~/.local/state/bluegreen for others)");
+  command->add_flag("--json", options->json, "print the server's JSON instead of text");
+}
+
+// "5m" -> milliseconds; false (after saying why) for a bad duration.
+bool ParseTimeout(const std::string& text, std::chrono::milliseconds* out) {
+  auto d = bluegreen::ParseDuration(text);
+  if (!d.ok()) {
+    std::cerr << "error: --timeout " << text << ": " << d.status().message()
+              << "\n";
+    return false;
+  }
+  *out = *d;
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,10 +95,107 @@ int main(int argc, char** argv) {
 
   CLI::App* version = app.add_subcommand("version", "Print the version");
 
+  // `bluegreen serve`: the control plane.
+  bluegreen::serve::ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand(
+      "serve", "Run the control plane: stacks, tasks, the REST API the other commands use");
+  serve->footer(
+      "Example:\n"
+      "  bluegreen serve --state-dir ~/.local/state/bluegreen --api 127.0.0.1:7070");
+  serve->add_option("--state-dir", serve_options.state_dir,
+                    "state directory, created if missing (default: $BLUEGREEN_STATE_DIR, else "
+                    "/var/lib/bluegreen for root, ~/.local/state/bluegreen for others)");
+  serve->add_option("--api", serve_options.api,
+                    "REST API listen address: HOST:PORT or unix:/path")
+      ->capture_default_str();
+  serve->add_option("--proxy-workers", serve_options.proxy_workers,
+                    "worker threads of the proxy (0 = one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+
+  // The client commands (docs/cli.md).
+  bluegreen::cli::ClientOptions client;
+  client.api = bluegreen::cli::DefaultApiAddress();
+
+  bluegreen::cli::UpOptions up_options;
+  bool up_no_wait = false;
+  std::string up_timeout = "5m";
+  CLI::App* up = app.add_subcommand(
+      "up", "Create or update a stack from a stack file and wait until its services run");
+  up->footer(
+      "Example:\n"
+      "  bluegreen up -f stack.yaml\n"
+      "  bluegreen up -f stack.yaml --no-wait --json");
+  up->add_option("-f,--file", up_options.file, "stack file (YAML or JSON)")->required();
+  up->add_flag("--no-wait", up_no_wait, "return once serve has taken the file");
+  up->add_option("--timeout", up_timeout, "how long to wait for the services")
+      ->capture_default_str();
+  AddClientFlags(up, &client);
+
+  bluegreen::cli::DownOptions down_options;
+  CLI::App* down = app.add_subcommand(
+      "down", "Remove a stack: stop its tasks, remove its listeners and target groups");
+  down->footer(
+      "Example:\n"
+      "  bluegreen down demo\n"
+      "  bluegreen down demo --purge");
+  down->add_option("name", down_options.name, "stack name")->required();
+  down->add_flag("--purge", down_options.purge, "delete its history too (versions, events)");
+  std::string down_timeout = "5m";
+  down->add_option("--timeout", down_timeout, "how long to wait for the tasks to drain and stop")
+      ->capture_default_str();
+  AddClientFlags(down, &client);
+
+  std::string status_name;
+  CLI::App* status = app.add_subcommand(
+      "status", "Show a stack: which side is live, services, targets, rollouts");
+  status->footer(
+      "Example:\n"
+      "  bluegreen status demo\n"
+      "  bluegreen status demo --json");
+  status->add_option("name", status_name, "stack name")->required();
+  AddClientFlags(status, &client);
+
+  CLI::App* stacks = app.add_subcommand("stacks", "List the stacks");
+  stacks->footer(
+      "Example:\n"
+      "  bluegreen stacks\n"
+      "  bluegreen stacks --json");
+  AddClientFlags(stacks, &client);
+
+  bluegreen::cli::DeployOptions deploy_options;
+  bool deploy_no_wait = false;
+  std::string deploy_timeout = "10m";
+  CLI::App* deploy = app.add_subcommand(
+      "deploy",
+      "Put a version on the side behind the test listener and wait for the rollout");
+  deploy->footer(
+      "Example:\n"
+      "  bluegreen deploy demo --version v2 --artifact ./build/v2\n"
+      "  bluegreen deploy demo --version v2 --image localhost/demo:v2 --no-wait\n"
+      "  bluegreen deploy demo --version v1        (a version registered before)");
+  deploy->add_option("name", deploy_options.name, "stack name")->required();
+  deploy->add_option("--version", deploy_options.version,
+                     "version name, [A-Za-z0-9._-]{1,64}")
+      ->required();
+  CLI::Option* artifact = deploy->add_option(
+      "--artifact", deploy_options.artifact_dir,
+      "register the version from this directory first (process runtime; made absolute)");
+  CLI::Option* image = deploy->add_option(
+      "--image", deploy_options.image,
+      "register the version as this container image first (podman/docker runtimes)");
+  artifact->excludes(image);
+  deploy->add_flag("--no-wait", deploy_no_wait, "return once the deploy has started");
+  deploy->add_option("--timeout", deploy_timeout, "how long to wait for the rollout")
+      ->capture_default_str();
+  AddClientFlags(deploy, &client);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every bad flag is bad input (exit 2, docs/cli.md).
+    int code = app.exit(e);
+    return code == 0 ? 0 : bluegreen::cli::kExitBadInput;
   }
 
   auto logger = spdlog::stderr_color_mt("bluegreen");
@@ -83,5 +208,31 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (proxy->parsed()) return RunProxy(config_path, check_only);
+  if (serve->parsed()) {
+    if (serve_options.state_dir.empty()) {
+      serve_options.state_dir = bluegreen::serve::DefaultStateDir();
+    }
+    return bluegreen::serve::RunServe(serve_options);
+  }
+
+  if (client.state_dir.empty()) client.state_dir = bluegreen::serve::DefaultStateDir();
+  if (up->parsed()) {
+    up_options.wait = !up_no_wait;
+    if (!ParseTimeout(up_timeout, &up_options.timeout)) return bluegreen::cli::kExitBadInput;
+    return bluegreen::cli::RunUp(client, up_options);
+  }
+  if (down->parsed()) {
+    if (!ParseTimeout(down_timeout, &down_options.timeout)) return bluegreen::cli::kExitBadInput;
+    return bluegreen::cli::RunDown(client, down_options);
+  }
+  if (status->parsed()) return bluegreen::cli::RunStatus(client, status_name);
+  if (stacks->parsed()) return bluegreen::cli::RunStacks(client);
+  if (deploy->parsed()) {
+    deploy_options.wait = !deploy_no_wait;
+    if (!ParseTimeout(deploy_timeout, &deploy_options.timeout)) {
+      return bluegreen::cli::kExitBadInput;
+    }
+    return bluegreen::cli::RunDeploy(client, deploy_options);
+  }
   return 2;
 }

@@ -291,7 +291,9 @@ class Validator {
 
     const SourceSpec& source = spec.source;
     if (source.repo.empty()) {
-      Report("source.repo", "must not be empty");
+      // No source at all is fine (versions then come from `bluegreen deploy`); an empty repo is
+      // not.
+      if (lines_->count("source.repo") != 0) Report("source.repo", "must not be empty");
     } else if (!IsValidRepo(source.repo)) {
       Report("source.repo", "must be an absolute path or a file://, https:// or ssh:// URL, got " +
                                 Quote(source.repo));
@@ -495,7 +497,7 @@ class Decoder {
     DecodeMap(node, "", LineOf(node),
               {
                   {"name", true, String(&spec->name)},
-                  {"source", true,
+                  {"source", false,
                    [&](const YAML::Node& v, const std::string& p, int l) {
                      DecodeSource(v, p, l, &spec->source);
                    }},
@@ -1031,9 +1033,11 @@ std::string StackSpecToJson(const StackSpec& spec) {
 
   Json root = Json::object();
   root["name"] = spec.name;
-  root["source"] = Json{{"repo", spec.source.repo},
-                        {"branch", spec.source.branch},
-                        {"poll_interval", FormatDuration(spec.source.poll_interval)}};
+  if (spec.has_source()) {
+    root["source"] = Json{{"repo", spec.source.repo},
+                          {"branch", spec.source.branch},
+                          {"poll_interval", FormatDuration(spec.source.poll_interval)}};
+  }
 
   const BuildSpec& b = spec.build;
   Json build = Json::object();

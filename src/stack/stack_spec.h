@@ -100,11 +100,13 @@ struct ApprovalSpec {
 
 struct StackSpec {
   std::string name;  // [a-z0-9-]{1,32}
-  SourceSpec source;
+  SourceSpec source;  // source.repo empty = no source: versions come from `bluegreen deploy`
   BuildSpec build;
   ServiceSpec service;
   LoadBalancerSpec load_balancer;
   ApprovalSpec approval;
+
+  bool has_source() const { return !source.repo.empty(); }
 
   bool operator==(const StackSpec&) const = default;
 };

@@ -219,7 +219,6 @@ load_balancer: {production: {port: 80}, test: {port: 8080}}
 
 TEST(StackSpecTest, ReportsMissingRequiredKeys) {
   EXPECT_EQ(ErrorOf("name: demo\n"),
-            "line 1: source: missing required key\n"
             "line 1: service: missing required key\n"
             "line 1: load_balancer: missing required key");
   EXPECT_EQ(ErrorOf(R"(
@@ -231,6 +230,22 @@ load_balancer:
 )"),
             "line 2: source.repo: missing required key\n"
             "line 5: load_balancer.test: missing required key");
+}
+
+TEST(StackSpecTest, SourceIsOptional) {
+  Result<StackSpec> spec = ParseStackSpec(R"(
+name: manual
+service: {command: [./server, "${PORT}"]}
+load_balancer: {production: {port: 80}, test: {port: 8080}}
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_FALSE(spec->has_source());
+  // The canonical JSON leaves it out and reads back to the same spec.
+  const std::string json = StackSpecToJson(*spec);
+  EXPECT_EQ(json.find("\"source\""), std::string::npos) << json;
+  Result<StackSpec> again = ParseStackSpec(json);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(*again, *spec);
 }
 
 TEST(StackSpecTest, ReportsTypeAndValueErrors) {

@@ -1,0 +1,167 @@
+// The client commands of the bluegreen CLI: `up`, `down`, `status`, `stacks` and `deploy`. Each is
+// a few calls to the REST API of `bluegreen serve` (docs/api.md) made with HttpCall, printing text
+// for people by default and the server's JSON with --json. docs/cli.md is the user's reference;
+// its exit codes (below) and its --json output are a contract that scripts rely on.
+//
+// The Run* functions block (HTTP calls, polling) and write to the streams of their ClientOptions;
+// they share no state, so several may run at once on different streams. The Format*/Check*
+// functions below them are pure and thread-safe; they take the server's JSON as parsed and never
+// throw on a shape they do not expect (a missing field prints as "-" or is skipped).
+#pragma once
+
+#include <chrono>
+#include <iostream>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace bluegreen::cli {
+
+// Exit codes of the client commands (docs/cli.md).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;        // the operation failed: a rollout, a timeout, a 5xx
+inline constexpr int kExitBadInput = 2;      // bad flags, an invalid stack file, HTTP 400 or 413
+inline constexpr int kExitNotFound = 3;      // HTTP 404
+inline constexpr int kExitUnauthorized = 4;  // no token, HTTP 401 or 403
+inline constexpr int kExitUnreachable = 5;   // serve cannot be reached (refused, timeout)
+inline constexpr int kExitConflict = 6;      // HTTP 409
+
+inline constexpr char kDefaultApi[] = "http://127.0.0.1:7070";
+
+// How to reach serve and where to write. Filled by main from flags and the environment.
+struct ClientOptions {
+  std::string api = kDefaultApi;  // "http://HOST:PORT", "HOST:PORT" or "unix:/path"
+  std::string state_dir;          // admin.token is read here when BLUEGREEN_TOKEN is not set
+  bool json = false;              // print the server's JSON (2-space indent) instead of text
+  std::chrono::milliseconds request_timeout = std::chrono::seconds(30);  // per HTTP call
+  std::chrono::milliseconds poll_interval = std::chrono::milliseconds(500);
+  std::ostream* out = &std::cout;  // results
+  std::ostream* err = &std::cerr;  // errors, hints and (with --json) nothing else
+};
+
+// $BLUEGREEN_API when set and not blank, else kDefaultApi.
+std::string DefaultApiAddress();
+
+// The API token: `env_token` (the value of $BLUEGREEN_TOKEN) when not blank, else the trimmed
+// text of STATE_DIR/admin.token. kUnauthenticated when there is neither, with a message that
+// names both places and why the file could not be used.
+Result<std::string> LoadToken(std::string_view env_token, const std::string& state_dir);
+
+// `bluegreen up -f FILE`: validates FILE locally, PUTs it, then (with `wait`) polls the stack
+// until every service that has a version runs all its tasks and no rollout is in progress.
+struct UpOptions {
+  std::string file;
+  bool wait = true;
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+int RunUp(const ClientOptions& client, const UpOptions& options);
+
+// `bluegreen down NAME [--purge]`. Serve answers once the tasks have drained and stopped, so
+// the call may take as long as the stack's deregistration_delay and more.
+struct DownOptions {
+  std::string name;
+  bool purge = false;
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+int RunDown(const ClientOptions& client, const DownOptions& options);
+
+// `bluegreen status NAME`.
+int RunStatus(const ClientOptions& client, const std::string& name);
+
+// `bluegreen stacks`.
+int RunStacks(const ClientOptions& client);
+
+// `bluegreen deploy NAME --version V [--artifact DIR | --image IMAGE]`: registers the version
+// when an artifact or image is given, starts the deploy, then (with `wait`) polls the stack until
+// every service the deploy answer names runs V with no rollout, or the rollout fails.
+struct DeployOptions {
+  std::string name;
+  std::string version;
+  std::string artifact_dir;  // made absolute before it is sent; empty = none
+  std::string image;         // empty = none; at most one of artifact_dir and image
+  bool wait = true;
+  std::chrono::milliseconds timeout = std::chrono::minutes(10);
+};
+int RunDeploy(const ClientOptions& client, const DeployOptions& options);
+
+// ---------------------------------------------------------------------------------------------
+// Pure functions behind the commands (unit-tested in tests/serve/cli_format_test.cc).
+
+// The exit code for an HTTP answer: 2xx -> 0, 400/413 -> 2, 401/403 -> 4, 404 -> 3, 409 -> 6,
+// anything else -> 1.
+int ExitCodeForHttpStatus(int http_status);
+// The exit code for an HttpCall that got no answer: kInvalidArgument (a bad --api address) -> 2,
+// kResourceExhausted (an answer too large) -> 1, anything else (refused, timeout, not HTTP) -> 5.
+int ExitCodeForTransportError(const Status& status);
+
+// An error answer of the API. For a body that is not {"error": {"code", "message"}} (another
+// server, a proxy in between), code is "http_STATUS" and message says what came back.
+struct ApiError {
+  std::string code;
+  std::string message;
+};
+ApiError ParseApiError(int http_status, std::string_view body);
+
+// What to tell the user when serve could not be reached at `api` (exit 5): the address tried,
+// the cause, and how to start serve with `state_dir`. Several lines, no trailing newline.
+std::string UnreachableMessage(const std::string& api, const Status& status,
+                               const std::string& state_dir);
+
+// What to do next after an API error in `command` ("up", "down", "status", "stacks", "deploy",
+// "versions") on stack `name`; empty when there is nothing useful to add.
+std::string HintForApiError(std::string_view command, const std::string& name, int http_status,
+                            std::string_view code);
+
+// `text` with `prefix` and ": " in front of every non-empty line, each line ending in '\n'.
+// Used to show stack file problems as "stack.yaml: line 4: key: what is wrong".
+std::string PrefixLines(std::string_view prefix, std::string_view text);
+
+// A stack name or other value made safe as one path segment (RFC 3986 percent-encoding).
+std::string EscapePathSegment(std::string_view segment);
+
+// Text forms of API answers, each ending in '\n'.
+// GET /api/v1/stacks/NAME: listeners with the side behind them and which one is LIVE, then the
+// services, the targets and the tasks that are neither running nor stopped.
+std::string FormatStatus(const nlohmann::json& status);
+// GET /api/v1/stacks: a table NAME LIVE PROD TEST SERVICES, or how to create a first stack.
+std::string FormatStacks(const nlohmann::json& stacks);
+// PUT /api/v1/stacks/NAME: "created stack NAME" / "updated stack NAME" / "stack NAME is up to
+// date", then "  + change" lines.
+std::string FormatUpAnswer(const nlohmann::json& answer);
+// DELETE /api/v1/stacks/NAME.
+std::string FormatDownAnswer(const nlohmann::json& answer);
+
+// Where a wait stands after one status poll.
+struct WaitCheck {
+  enum State {
+    kWaiting,   // not there yet; `detail` says what is missing
+    kDone,      // there
+    kFailed,    // will not get there (a rollout failed); `detail` says why
+    kNoVersion  // `up` only: no service has a version and no rollout runs: nothing to wait for
+  };
+  State state = kWaiting;
+  std::string detail;
+};
+
+// `up`: done when every service whose version is not null has running_count == desired_count
+// and no service has a rollout in progress.
+WaitCheck CheckUpDone(const nlohmann::json& status);
+// `deploy`: done when every service in `services` (identifiers) has version == `version` and no
+// rollout; failed when one of them has a failed rollout of `version`.
+WaitCheck CheckDeployDone(const nlohmann::json& status, const std::vector<std::string>& services,
+                          std::string_view version);
+
+// Progress lines, one per service, without indent: "Code1 v1: 1/2 running". For `up`, every
+// service with a version or a rollout; for `deploy`, the services deployed, counting their tasks
+// of `version` ("Code2 v2: 1/2 running, 1 starting").
+std::vector<std::string> UpProgress(const nlohmann::json& status);
+std::vector<std::string> DeployProgress(const nlohmann::json& status,
+                                        const std::vector<std::string>& services,
+                                        std::string_view version);
+
+}  // namespace bluegreen::cli

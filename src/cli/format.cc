@@ -1,0 +1,457 @@
+// The pure half of the CLI: exit codes, error texts and the text forms of API answers.
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli/cli.h"
+
+namespace bluegreen::cli {
+namespace {
+
+using nlohmann::json;
+
+// The member `key` of `j`, or null when `j` is not an object or has no such member.
+const json& Get(const json& j, const char* key) {
+  static const json kNull;
+  if (!j.is_object()) return kNull;
+  auto it = j.find(key);
+  return it == j.end() ? kNull : *it;
+}
+
+// A scalar as people read it; `absent` for null or a missing member.
+std::string Text(const json& j, std::string_view absent = "-") {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_number_integer() || j.is_number_unsigned()) return std::to_string(j.get<int64_t>());
+  if (j.is_boolean()) return j.get<bool>() ? "true" : "false";
+  if (j.is_null()) return std::string(absent);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+int64_t Int(const json& j) {
+  return (j.is_number_integer() || j.is_number_unsigned()) ? j.get<int64_t>() : 0;
+}
+
+const json& Array(const json& j) {
+  static const json kEmpty = json::array();
+  return j.is_array() ? j : kEmpty;
+}
+
+// The service of `status` whose identifier is `identifier`, or null.
+const json& FindService(const json& status, std::string_view identifier) {
+  static const json kNull;
+  for (const json& s : Array(Get(status, "services"))) {
+    if (Text(Get(s, "identifier"), "") == identifier) return s;
+  }
+  return kNull;
+}
+
+const json& FindTargetGroup(const json& status, std::string_view name) {
+  static const json kNull;
+  for (const json& g : Array(Get(status, "target_groups"))) {
+    if (Text(Get(g, "name"), "") == name) return g;
+  }
+  return kNull;
+}
+
+// Rows padded to column widths and joined by two spaces; the last column is not padded and
+// trailing spaces are cut. Every line starts with `indent` and ends in '\n'.
+std::string Table(const std::vector<std::vector<std::string>>& rows, std::string_view indent) {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line(indent);
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(width[i] - row[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line;
+    out += '\n';
+  }
+  return out;
+}
+
+std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += sep;
+    out += parts[i];
+  }
+  return out;
+}
+
+// "rollout v3: in_progress", "rollout v3: failed: new tasks not healthy", or "" for no rollout.
+std::string RolloutText(const json& rollout) {
+  if (!rollout.is_object()) return "";
+  std::string text = "rollout " + Text(Get(rollout, "version")) + ": " + Text(Get(rollout, "state"));
+  std::string error = Text(Get(rollout, "error"), "");
+  if (!error.empty()) text += ": " + error;
+  return text;
+}
+
+bool RolloutInProgress(const json& rollout) {
+  return rollout.is_object() && Text(Get(rollout, "state"), "") == "in_progress";
+}
+
+std::string RunningText(const json& service) {
+  return std::to_string(Int(Get(service, "running_count"))) + "/" +
+         std::to_string(Int(Get(service, "desired_count"))) + " running";
+}
+
+std::string Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// "127.0.0.1:7070" for "http://127.0.0.1:7070/" (what `serve --api` takes).
+std::string ListenForm(std::string_view api) {
+  if (api.substr(0, 7) == "http://") {
+    api.remove_prefix(7);
+    size_t slash = api.find('/');
+    if (slash != std::string_view::npos) api = api.substr(0, slash);
+  }
+  return std::string(api);
+}
+
+}  // namespace
+
+int ExitCodeForHttpStatus(int http_status) {
+  if (http_status >= 200 && http_status < 300) return kExitOk;
+  switch (http_status) {
+    case 400:
+    case 413:
+      return kExitBadInput;
+    case 401:
+    case 403:
+      return kExitUnauthorized;
+    case 404:
+      return kExitNotFound;
+    case 409:
+      return kExitConflict;
+    default:
+      return kExitFailed;
+  }
+}
+
+int ExitCodeForTransportError(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return kExitOk;
+    case StatusCode::kInvalidArgument:
+      return kExitBadInput;
+    case StatusCode::kResourceExhausted:
+      return kExitFailed;
+    default:
+      return kExitUnreachable;
+  }
+}
+
+ApiError ParseApiError(int http_status, std::string_view body) {
+  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const json& error = Get(doc, "error");
+  if (error.is_object() && Get(error, "message").is_string()) {
+    return {Text(Get(error, "code"), ""), Get(error, "message").get<std::string>()};
+  }
+  if (error.is_string()) return {"", error.get<std::string>()};
+  ApiError e;
+  e.code = "http_" + std::to_string(http_status);
+  e.message = "serve answered HTTP " + std::to_string(http_status);
+  std::string excerpt = Trim(body.substr(0, 200));
+  std::replace(excerpt.begin(), excerpt.end(), '\n', ' ');
+  std::replace(excerpt.begin(), excerpt.end(), '\r', ' ');
+  if (!excerpt.empty()) e.message += ": " + excerpt;
+  return e;
+}
+
+std::string UnreachableMessage(const std::string& api, const Status& status,
+                               const std::string& state_dir) {
+  std::string cause = status.code() == StatusCode::kDeadlineExceeded ? "no answer in time"
+                                                                     : status.message();
+  std::string start = "bluegreen serve --state-dir " + (state_dir.empty() ? "DIR" : state_dir);
+  std::string listen = ListenForm(api);
+  if (listen != ListenForm(kDefaultApi)) start += " --api " + listen;
+  return "cannot reach bluegreen serve at " + api + " (" + cause + ")\n" +
+         "is `bluegreen serve` running? start it with: " + start + "\n" +
+         "(or point the CLI at the right address with --api URL or BLUEGREEN_API)";
+}
+
+std::string HintForApiError(std::string_view command, const std::string& name, int http_status,
+                            std::string_view code) {
+  switch (http_status) {
+    case 401:
+      return "use this serve's token: set BLUEGREEN_TOKEN, or pass --state-dir with the directory "
+             "serve was started with (its admin.token is read)";
+    case 403:
+      return "this token is not allowed to do that";
+    case 404:
+      if (command == "deploy" || command == "versions") {
+        return "a version is registered by deploying it with --artifact DIR or --image IMAGE; "
+               "the stacks are listed by: bluegreen stacks";
+      }
+      return "list the stacks with: bluegreen stacks";
+    case 409:
+      if (command == "up") {
+        return "a listener port in the stack file may be used by another stack (see: bluegreen "
+               "stacks), or a rollout is in progress (see: bluegreen status " + name + ")";
+      }
+      if (command == "versions") {
+        return "give this build a new version name, or deploy the registered one without "
+               "--artifact/--image";
+      }
+      return "a rollout is in progress: follow it with: bluegreen status " + name;
+    case 413:
+      return "the request body is over the API's limit of 8 MiB";
+    case 500:
+      return "serve failed and nothing was changed; see serve's log";
+    case 503:
+      return "the change is committed and will be applied when the proxy is back; see serve's log";
+    default:
+      break;
+  }
+  (void)code;
+  return "";
+}
+
+std::string PrefixLines(std::string_view prefix, std::string_view text) {
+  std::string out;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!line.empty()) {
+      out.append(prefix);
+      out += ": ";
+      out.append(line);
+      out += '\n';
+    }
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
+  }
+  return out;
+}
+
+std::string EscapePathSegment(std::string_view segment) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : segment) {
+    bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_' || c == '~';
+    if (unreserved) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string FormatStatus(const json& status) {
+  std::string out = Text(Get(status, "name"), "?") + " (runtime: " +
+                    Text(Get(status, "runtime"), "?") + ")\n";
+  const json& live = Get(status, "live");
+
+  std::vector<std::vector<std::string>> listeners;
+  for (const json& l : Array(Get(status, "listeners"))) {
+    std::string group = Text(Get(l, "target_group"));
+    const json& tags = Get(FindTargetGroup(status, group), "tags");
+    std::string identifier = Text(Get(tags, "Identifier"));
+    std::string version = Text(Get(tags, "Image"), "");
+    if (version.empty()) version = Text(Get(FindService(status, identifier), "version"));
+    bool is_live = live.is_string() ? identifier == live.get<std::string>()
+                                    : Text(Get(tags, "IsProduction"), "") == "true";
+    listeners.push_back({Text(Get(l, "name")), ":" + Text(Get(l, "port")), "-> " + group,
+                         identifier, version, is_live ? "LIVE" : ""});
+  }
+  if (listeners.empty()) {
+    out += "  no listeners\n";
+  } else {
+    out += Table(listeners, "  ");
+  }
+
+  std::vector<std::vector<std::string>> services;
+  for (const json& s : Array(Get(status, "services"))) {
+    services.push_back({Text(Get(s, "identifier")), Text(Get(s, "version")), RunningText(s),
+                        RolloutText(Get(s, "rollout"))});
+  }
+  if (!services.empty()) out += "  services\n" + Table(services, "    ");
+
+  std::vector<std::vector<std::string>> targets;
+  for (const json& g : Array(Get(status, "target_groups"))) {
+    std::string group = Text(Get(g, "name"));
+    const json& list = Array(Get(g, "targets"));
+    if (list.empty()) targets.push_back({group, "no targets", ""});
+    for (const json& t : list) {
+      targets.push_back({group, Text(Get(t, "address")), Text(Get(t, "health"))});
+    }
+  }
+  if (!targets.empty()) out += "  targets\n" + Table(targets, "    ");
+
+  // Running tasks are the targets above and stopped ones are history: show the others (starting,
+  // draining, exited), with their logs, which is where a stuck or failed rollout is explained.
+  std::vector<std::vector<std::string>> tasks;
+  for (const json& t : Array(Get(status, "tasks"))) {
+    std::string state = Text(Get(t, "state"));
+    if (state == "running" || state == "stopped") continue;
+    std::string log = Text(Get(t, "log"), "");
+    tasks.push_back({"task " + Text(Get(t, "id")), Text(Get(t, "service")),
+                     Text(Get(t, "version")), state, Text(Get(t, "address")),
+                     log.empty() ? "" : "log " + log});
+  }
+  if (!tasks.empty()) out += "  tasks\n" + Table(tasks, "    ");
+  return out;
+}
+
+std::string FormatStacks(const json& answer) {
+  const json& stacks = Array(Get(answer, "stacks"));
+  if (stacks.empty()) return "no stacks yet: create one with bluegreen up -f stack.yaml\n";
+  std::vector<std::vector<std::string>> rows = {{"NAME", "LIVE", "PROD", "TEST", "SERVICES"}};
+  for (const json& st : stacks) {
+    std::string live = Text(Get(st, "live"));
+    std::vector<std::string> services;
+    for (const json& s : Array(Get(st, "services"))) {
+      std::string identifier = Text(Get(s, "identifier"));
+      std::string version = Text(Get(s, "version"));
+      if (identifier == live && version != "-") live += " " + version;
+      services.push_back(identifier + " " + version + " " +
+                         std::to_string(Int(Get(s, "running_count"))) + "/" +
+                         std::to_string(Int(Get(s, "desired_count"))));
+    }
+    rows.push_back({Text(Get(st, "name")), live, Text(Get(st, "production_port")),
+                    Text(Get(st, "test_port")), services.empty() ? "-" : Join(services, ", ")});
+  }
+  return Table(rows, "");
+}
+
+std::string FormatUpAnswer(const json& answer) {
+  std::string name = Text(Get(answer, "name"), "?");
+  const json& changes = Array(Get(answer, "changes"));
+  std::string out;
+  if (Get(answer, "created") == json(true)) {
+    out = "created stack " + name + "\n";
+  } else if (changes.empty()) {
+    out = "stack " + name + " is up to date\n";
+  } else {
+    out = "updated stack " + name + "\n";
+  }
+  for (const json& c : changes) out += "  + " + Text(c) + "\n";
+  return out;
+}
+
+std::string FormatDownAnswer(const json& answer) {
+  std::string name = Text(Get(answer, "name"), "?");
+  if (Get(answer, "purged") == json(true)) {
+    return "removed stack " + name + " and its history (versions, events)\n";
+  }
+  return "removed stack " + name + " (history kept; --purge to delete it)\n";
+}
+
+WaitCheck CheckUpDone(const json& status) {
+  bool any_version = false;
+  bool any_rollout = false;
+  std::vector<std::string> missing;
+  for (const json& s : Array(Get(status, "services"))) {
+    std::string identifier = Text(Get(s, "identifier"));
+    const json& rollout = Get(s, "rollout");
+    if (RolloutInProgress(rollout)) {
+      any_rollout = true;
+      missing.push_back(identifier + ": rollout of " + Text(Get(rollout, "version")) +
+                        " in progress");
+    }
+    if (!Get(s, "version").is_string()) continue;
+    any_version = true;
+    if (Int(Get(s, "running_count")) != Int(Get(s, "desired_count"))) {
+      missing.push_back(identifier + " " + Text(Get(s, "version")) + ": " + RunningText(s));
+    }
+  }
+  if (!any_version && !any_rollout) return {WaitCheck::kNoVersion, ""};
+  if (missing.empty()) return {WaitCheck::kDone, ""};
+  return {WaitCheck::kWaiting, Join(missing, "; ")};
+}
+
+WaitCheck CheckDeployDone(const json& status, const std::vector<std::string>& services,
+                          std::string_view version) {
+  std::vector<std::string> missing;
+  std::vector<std::string> failed;
+  for (const std::string& identifier : services) {
+    const json& s = FindService(status, identifier);
+    if (!s.is_object()) {
+      missing.push_back(identifier + ": not in the stack's status");
+      continue;
+    }
+    const json& rollout = Get(s, "rollout");
+    std::string rollout_version = Text(Get(rollout, "version"), "");
+    bool ours = rollout_version.empty() || rollout_version == version;
+    if (rollout.is_object() && ours && Text(Get(rollout, "state"), "") == "failed") {
+      std::string error = Text(Get(rollout, "error"), "");
+      failed.push_back(identifier + ": " + (error.empty() ? "the rollout failed" : error));
+      continue;
+    }
+    if (rollout.is_null() && Text(Get(s, "version"), "") == version) continue;
+    if (RolloutInProgress(rollout)) {
+      missing.push_back(identifier + ": rollout of " + Text(Get(rollout, "version")) +
+                        " in progress");
+    } else {
+      missing.push_back(identifier + ": runs " + Text(Get(s, "version")) + ", not " +
+                        std::string(version));
+    }
+  }
+  if (!failed.empty()) return {WaitCheck::kFailed, Join(failed, "; ")};
+  if (!missing.empty()) return {WaitCheck::kWaiting, Join(missing, "; ")};
+  return {WaitCheck::kDone, ""};
+}
+
+std::vector<std::string> UpProgress(const json& status) {
+  std::vector<std::string> lines;
+  for (const json& s : Array(Get(status, "services"))) {
+    const json& rollout = Get(s, "rollout");
+    bool has_version = Get(s, "version").is_string();
+    if (!has_version && !RolloutInProgress(rollout)) continue;
+    std::string line = Text(Get(s, "identifier")) + " " + Text(Get(s, "version")) + ": " +
+                       RunningText(s);
+    if (RolloutInProgress(rollout)) {
+      line += ", rollout of " + Text(Get(rollout, "version")) + " in progress";
+    }
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+std::vector<std::string> DeployProgress(const json& status,
+                                        const std::vector<std::string>& services,
+                                        std::string_view version) {
+  std::vector<std::string> lines;
+  for (const std::string& identifier : services) {
+    const json& s = FindService(status, identifier);
+    std::map<std::string, int> by_state;
+    for (const json& t : Array(Get(status, "tasks"))) {
+      if (Text(Get(t, "service"), "") != identifier) continue;
+      if (Text(Get(t, "version"), "") != version) continue;
+      ++by_state[Text(Get(t, "state"))];
+    }
+    std::string line = identifier + " " + std::string(version) + ": " +
+                       std::to_string(by_state["running"]) + "/" +
+                       std::to_string(Int(Get(s, "desired_count"))) + " running";
+    for (const char* state : {"starting", "exited"}) {
+      if (by_state[state] > 0) line += ", " + std::to_string(by_state[state]) + " " + state;
+    }
+    const json& rollout = Get(s, "rollout");
+    if (rollout.is_object() && Text(Get(rollout, "state"), "") == "failed") {
+      line += ", rollout failed";
+    }
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+}  // namespace bluegreen::cli

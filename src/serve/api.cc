@@ -1,0 +1,557 @@
+#include "serve/api.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <filesystem>
+#include <set>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace bluegreen::serve {
+namespace {
+
+using json = nlohmann::json;
+
+HttpResponse Error(int status, std::string_view code, std::string_view message) {
+  return HttpResponse::Json(
+      status, json{{"error", {{"code", code}, {"message", message}}}}.dump());
+}
+
+HttpResponse StoreError(const Status& st) {
+  spdlog::error("state store: {}", st.message());
+  return Error(500, "internal", "the state store failed: " + st.message());
+}
+
+bool ValidStackName(std::string_view n) {
+  if (n.empty() || n.size() > 32) return false;
+  for (char c : n) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+bool ValidVersionName(std::string_view n) {
+  if (n.empty() || n.size() > 64 || n == "." || n == "..") return false;
+  for (char c : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::optional<json> ParseBody(const HttpRequest& req, HttpResponse* error) {
+  try {
+    json j = json::parse(req.body.empty() ? std::string("{}") : req.body);
+    if (!j.is_object()) {
+      *error = Error(400, "bad_request", "the body must be a JSON object");
+      return std::nullopt;
+    }
+    return j;
+  } catch (const std::exception& e) {
+    *error = Error(400, "bad_request", fmt::format("malformed JSON: {}", e.what()));
+    return std::nullopt;
+  }
+}
+
+json OptString(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+
+std::vector<std::string> SplitPath(std::string_view path) {
+  std::vector<std::string> parts;
+  while (!path.empty()) {
+    const size_t slash = path.find('/');
+    if (slash != 0) parts.emplace_back(path.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  return parts;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const std::string& s : v) out += (out.empty() ? "" : " ") + s;
+  return out;
+}
+
+std::string AllowText(const std::vector<Cidr>& allow) {
+  if (allow.empty()) return "everyone";
+  std::string out;
+  for (const Cidr& c : allow) out += (out.empty() ? "" : ",") + c.ToString();
+  return out;
+}
+
+}  // namespace
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  std::string out;
+  for (unsigned char c : digest) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+std::vector<std::string> DescribeChanges(const stack::StackSpec* before,
+                                         const stack::StackSpec& after) {
+  std::vector<std::string> c;
+  const std::string& n = after.name;
+  if (before == nullptr) {
+    c.push_back(fmt::format("create listener production on port {} -> {} (Code1)",
+                            after.load_balancer.production.port, TargetGroupName(n, "Code1")));
+    c.push_back(fmt::format("create listener test on port {} -> {} (Code2), open to {}",
+                            after.load_balancer.test.port, TargetGroupName(n, "Code2"),
+                            AllowText(after.load_balancer.test.allow)));
+    c.push_back(fmt::format("create target groups {} and {} (health check {} every {})",
+                            TargetGroupName(n, "Code1"), TargetGroupName(n, "Code2"),
+                            after.service.health_check.path,
+                            FormatDuration(after.service.health_check.interval)));
+    c.push_back(fmt::format("create services Code1 and Code2 ({} runtime, {} task{} each)",
+                            stack::RuntimeName(after.service.runtime), after.service.desired_count,
+                            after.service.desired_count == 1 ? "" : "s"));
+    return c;
+  }
+  const stack::StackSpec& b = *before;
+  auto port_change = [&](const char* which, const stack::ListenerSpec& x,
+                         const stack::ListenerSpec& y) {
+    if (x.port != y.port) {
+      c.push_back(fmt::format("listener {}: port {} -> {}", which, x.port, y.port));
+    }
+    if (!(x.allow == y.allow)) {
+      c.push_back(fmt::format("listener {}: open to {} -> {}", which, AllowText(x.allow),
+                              AllowText(y.allow)));
+    }
+  };
+  port_change("production", b.load_balancer.production, after.load_balancer.production);
+  port_change("test", b.load_balancer.test, after.load_balancer.test);
+  if (b.load_balancer.deregistration_delay != after.load_balancer.deregistration_delay) {
+    c.push_back(fmt::format("deregistration delay {} -> {}",
+                            FormatDuration(b.load_balancer.deregistration_delay),
+                            FormatDuration(after.load_balancer.deregistration_delay)));
+  }
+  const stack::ServiceSpec& s0 = b.service;
+  const stack::ServiceSpec& s1 = after.service;
+  if (s0.desired_count != s1.desired_count) {
+    c.push_back(fmt::format("services: desired_count {} -> {}", s0.desired_count,
+                            s1.desired_count));
+  }
+  if (!(s0.health_check == s1.health_check)) c.push_back("target groups: health check changed");
+  if (s0.runtime != s1.runtime) {
+    c.push_back(fmt::format("services: runtime {} -> {} (for tasks started from now on)",
+                            stack::RuntimeName(s0.runtime), stack::RuntimeName(s1.runtime)));
+  }
+  if (s0.command != s1.command) {
+    c.push_back(fmt::format("services: command [{}] -> [{}] (for tasks started from now on)",
+                            Join(s0.command), Join(s1.command)));
+  }
+  if (s0.env != s1.env) c.push_back("services: env changed (for tasks started from now on)");
+  if (s0.port != s1.port || s0.image != s1.image) {
+    c.push_back("services: container settings changed (for tasks started from now on)");
+  }
+  if (s0.deploy_timeout != s1.deploy_timeout) {
+    c.push_back(fmt::format("services: deploy_timeout {} -> {}", FormatDuration(s0.deploy_timeout),
+                            FormatDuration(s1.deploy_timeout)));
+  }
+  if (!(b.source == after.source)) c.push_back("source changed");
+  if (!(b.build == after.build)) c.push_back("build changed");
+  if (!(b.approval == after.approval)) c.push_back("approval changed");
+  return c;
+}
+
+Api::Api(boost::asio::io_context& io, store::Store* store, Reconciler* reconciler,
+         std::string admin_token_sha256)
+    : io_(io), store_(store), reconciler_(reconciler), token_hash_(std::move(admin_token_sha256)) {}
+
+bool Api::Authorized(const HttpRequest& req) const {
+  std::string_view auth = req.Header("Authorization");
+  if (!auth.starts_with("Bearer ")) return false;
+  const std::string hash = Sha256Hex(auth.substr(7));
+  return hash.size() == token_hash_.size() &&
+         CRYPTO_memcmp(hash.data(), token_hash_.data(), hash.size()) == 0;
+}
+
+void Api::Handle(const HttpRequest& req, HttpServer::Respond respond) {
+  const std::vector<std::string> p = SplitPath(req.path);
+  const std::string& m = req.method;
+  if (p.size() < 2 || p[0] != "api" || p[1] != "v1") {
+    respond(Error(404, "not_found", fmt::format("no such path: {}", req.path)));
+    return;
+  }
+  if (p.size() == 3 && p[2] == "healthz" && m == "GET") {
+    respond(HttpResponse::Json(200, json{{"status", "ok"}, {"version", "0.1.0"}}.dump()));
+    return;
+  }
+  if (!Authorized(req)) {
+    respond(Error(401, "unauthenticated",
+                  "a valid token is needed: send Authorization: Bearer TOKEN (the admin token is "
+                  "in STATE_DIR/admin.token)"));
+    return;
+  }
+  if (p.size() == 3 && p[2] == "stacks") {
+    if (m == "GET") return respond(ListStacks());
+    return respond(Error(405, "method_not_allowed", "use GET"));
+  }
+  if (p.size() >= 4 && p[2] == "stacks") {
+    const std::string& name = p[3];
+    if (!ValidStackName(name)) {
+      return respond(Error(400, "bad_request",
+                           fmt::format("bad stack name {:?}: use [a-z0-9-]{{1,32}}", name)));
+    }
+    if (p.size() == 4) {
+      if (m == "GET") {
+        Result<json> s = StackStatus(name);
+        if (!s.ok()) {
+          return respond(s.status().code() == StatusCode::kNotFound
+                             ? Error(404, "not_found", s.status().message())
+                             : StoreError(s.status()));
+        }
+        return respond(HttpResponse::Json(200, s->dump()));
+      }
+      if (m == "PUT") return PutStack(name, req, std::move(respond));
+      if (m == "DELETE") return DeleteStack(name, req, std::move(respond));
+      return respond(Error(405, "method_not_allowed", "use GET, PUT or DELETE"));
+    }
+    if (p.size() == 5 && p[4] == "versions") {
+      if (m == "GET") return respond(ListVersions(name));
+      if (m == "POST") return PostVersion(name, req, std::move(respond));
+      return respond(Error(405, "method_not_allowed", "use GET or POST"));
+    }
+    if (p.size() == 5 && p[4] == "deploy") {
+      if (m == "POST") return PostDeploy(name, req, std::move(respond));
+      return respond(Error(405, "method_not_allowed", "use POST"));
+    }
+    if (p.size() == 5 && p[4] == "events") {
+      if (m == "GET") return respond(ListEvents(name));
+      return respond(Error(405, "method_not_allowed", "use GET"));
+    }
+  }
+  respond(Error(404, "not_found", fmt::format("no such path: {}", req.path)));
+}
+
+Result<json> Api::StackStatus(const std::string& name) {
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value() || (*rec)->deleting) {
+    return NotFound(fmt::format("no stack named {}", name));
+  }
+  const store::StackRecord& s = **rec;
+  Result<stack::StackSpec> spec = stack::ParseStackSpec(s.spec_json);
+  if (!spec.ok()) return Internal("stored stack file is invalid: " + spec.status().message());
+  Result<std::vector<store::ServiceRecord>> services = store_->ListServices(name);
+  if (!services.ok()) return services.status();
+  Result<std::vector<store::TaskRecord>> tasks = store_->ListTasks(name);
+  if (!tasks.ok()) return tasks.status();
+  const json proxy_state = reconciler_->ProxyState();
+
+  auto health_of = [&](const std::string& group, const std::string& address) -> std::string {
+    if (!proxy_state.is_object()) return "unknown";
+    for (const json& g : proxy_state.value("target_groups", json::array())) {
+      if (g.value("name", "") != group) continue;
+      for (const json& t : g.value("targets", json::array())) {
+        if (t.value("address", "") == address) return t.value("health", "unknown");
+      }
+    }
+    return "unregistered";
+  };
+
+  json out;
+  out["name"] = name;
+  out["runtime"] = stack::RuntimeName(spec->service.runtime);
+  out["live"] = s.live;
+  out["listeners"] = json::array(
+      {{{"name", "production"},
+        {"port", spec->load_balancer.production.port},
+        {"target_group", TargetGroupName(name, s.live)}},
+       {{"name", "test"},
+        {"port", spec->load_balancer.test.port},
+        {"target_group", TargetGroupName(name, OtherSide(s.live))}}});
+  out["target_groups"] = json::array();
+  out["services"] = json::array();
+  for (const store::ServiceRecord& svc : *services) {
+    const std::string group = TargetGroupName(name, svc.identifier);
+    json targets = json::array();
+    std::set<std::string> seen;
+    int running = 0;
+    for (const store::TaskRecord& t : *tasks) {
+      if (t.identifier != svc.identifier) continue;
+      const std::string addr = fmt::format("127.0.0.1:{}", t.port);
+      if (t.state != "running" && t.state != "draining") continue;
+      std::string h = health_of(group, addr);
+      if (t.state == "draining" && h == "unregistered") continue;
+      targets.push_back({{"address", addr}, {"health", h}});
+      seen.insert(addr);
+      if (t.state == "running" && svc.version && t.version == *svc.version && h == "healthy") {
+        ++running;
+      }
+    }
+    // Targets the proxy has that serve has no task for (left over from a crash).
+    if (proxy_state.is_object()) {
+      for (const json& g : proxy_state.value("target_groups", json::array())) {
+        if (g.value("name", "") != group) continue;
+        for (const json& t : g.value("targets", json::array())) {
+          const std::string addr = t.value("address", "");
+          if (seen.insert(addr).second) {
+            targets.push_back({{"address", addr}, {"health", t.value("health", "unknown")}});
+          }
+        }
+      }
+    }
+    out["target_groups"].push_back(
+        {{"name", group},
+         {"tags",
+          {{"Identifier", svc.identifier},
+           {"Image", svc.version.value_or("")},
+           {"IsProduction", s.live == svc.identifier ? "true" : "false"}}},
+         {"targets", targets}});
+    json rollout = nullptr;
+    if (!svc.rollout_state.empty()) {
+      rollout = {{"version", OptString(svc.rollout_version)},
+                 {"state", svc.rollout_state},
+                 {"error", svc.rollout_error},
+                 {"started_at", svc.rollout_started_at}};
+    }
+    out["services"].push_back({{"name", fmt::format("{}-{}", name, svc.identifier == "Code1"
+                                                                       ? "code1"
+                                                                       : "code2")},
+                               {"identifier", svc.identifier},
+                               {"version", OptString(svc.version)},
+                               {"desired_count", spec->service.desired_count},
+                               {"running_count", running},
+                               {"rollout", rollout}});
+  }
+  out["tasks"] = json::array();
+  for (const store::TaskRecord& t : *tasks) {
+    out["tasks"].push_back({{"id", t.id},
+                            {"service", t.identifier},
+                            {"version", t.version},
+                            {"address", fmt::format("127.0.0.1:{}", t.port)},
+                            {"state", t.state},
+                            {"handle", t.handle},
+                            {"log", t.log_path}});
+  }
+  return out;
+}
+
+HttpResponse Api::ListStacks() {
+  Result<std::vector<store::StackRecord>> stacks = store_->ListStacks();
+  if (!stacks.ok()) return StoreError(stacks.status());
+  json list = json::array();
+  for (const store::StackRecord& s : *stacks) {
+    if (s.deleting) continue;
+    Result<json> st = StackStatus(s.name);
+    if (!st.ok()) continue;
+    json services = json::array();
+    for (const json& svc : (*st)["services"]) {
+      services.push_back({{"identifier", svc["identifier"]},
+                          {"version", svc["version"]},
+                          {"desired_count", svc["desired_count"]},
+                          {"running_count", svc["running_count"]}});
+    }
+    list.push_back({{"name", s.name},
+                    {"runtime", (*st)["runtime"]},
+                    {"live", s.live},
+                    {"production_port", (*st)["listeners"][0]["port"]},
+                    {"test_port", (*st)["listeners"][1]["port"]},
+                    {"services", services}});
+  }
+  return HttpResponse::Json(200, json{{"stacks", list}}.dump());
+}
+
+void Api::PutStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond) {
+  Result<stack::StackSpec> spec = stack::ParseStackSpec(req.body);
+  if (!spec.ok()) {
+    return respond(Error(400, "invalid_stack_file", spec.status().message()));
+  }
+  if (spec->name != name) {
+    return respond(Error(400, "bad_request",
+                         fmt::format("the stack file is named {:?}, the URL says {:?}",
+                                     spec->name, name)));
+  }
+  Result<std::vector<store::StackRecord>> all = store_->ListStacks();
+  if (!all.ok()) return respond(StoreError(all.status()));
+  std::optional<stack::StackSpec> before;
+  for (const store::StackRecord& other : *all) {
+    if (other.name == name) {
+      if (other.deleting) {
+        return respond(Error(409, "conflict",
+                             fmt::format("stack {} is being removed; try again when "
+                                         "`bluegreen down` has finished",
+                                         name)));
+      }
+      Result<stack::StackSpec> b = stack::ParseStackSpec(other.spec_json);
+      if (b.ok()) before = *b;
+      continue;
+    }
+    Result<stack::StackSpec> o = stack::ParseStackSpec(other.spec_json);
+    if (!o.ok()) continue;
+    for (uint16_t port : {spec->load_balancer.production.port, spec->load_balancer.test.port}) {
+      if (port == o->load_balancer.production.port || port == o->load_balancer.test.port) {
+        return respond(Error(409, "conflict",
+                             fmt::format("port {} is already a listener of stack {}", port,
+                                         other.name)));
+      }
+    }
+  }
+  const std::string canonical = stack::StackSpecToJson(*spec);
+  std::vector<std::string> changes = DescribeChanges(before ? &*before : nullptr, *spec);
+  if (before && changes.empty() && !(*before == *spec)) changes.push_back("stack file changed");
+  if (!before || !changes.empty()) {
+    store::StackRecord rec;
+    rec.name = name;
+    rec.spec_json = canonical;
+    rec.spec_text = req.body;
+    Status st = store_->PutStack(rec);
+    if (!st.ok()) return respond(StoreError(st));
+    (void)store_->AddEvent(name, before ? "stack_updated" : "stack_created",
+                           before ? "stack updated: " + Join(changes) : "stack created");
+    reconciler_->Notify();
+  }
+  Result<json> status = StackStatus(name);
+  json out{{"name", name}, {"created", !before}, {"changes", changes}};
+  if (status.ok()) out["status"] = *status;
+  respond(HttpResponse::Json(before ? 200 : 201, out.dump()));
+}
+
+void Api::DeleteStack(const std::string& name, const HttpRequest& req,
+                      HttpServer::Respond respond) {
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
+  if (!rec.ok()) return respond(StoreError(rec.status()));
+  if (!rec->has_value()) return respond(Error(404, "not_found", "no stack named " + name));
+  const bool purge = req.query.find("purge=true") != std::string::npos ||
+                     req.query.find("purge=1") != std::string::npos;
+  Status st = store_->MarkStackDeleting(name, purge || (*rec)->purge);
+  if (!st.ok()) return respond(StoreError(st));
+  boost::asio::io_context& io = io_;
+  reconciler_->WaitStackRemoved(name, [&io, respond, name, purge]() {
+    boost::asio::post(io, [respond, name, purge] {
+      respond(HttpResponse::Json(
+          200, json{{"name", name}, {"removed", true}, {"purged", purge}}.dump()));
+    });
+  });
+}
+
+void Api::PostVersion(const std::string& name, const HttpRequest& req,
+                      HttpServer::Respond respond) {
+  HttpResponse error;
+  std::optional<json> body = ParseBody(req, &error);
+  if (!body) return respond(error);
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
+  if (!rec.ok()) return respond(StoreError(rec.status()));
+  if (!rec->has_value()) return respond(Error(404, "not_found", "no stack named " + name));
+  store::VersionRecord v;
+  v.stack = name;
+  try {
+    v.version = body->value("version", "");
+    v.artifact_dir = body->value("artifact_dir", "");
+    v.image = body->value("image", "");
+  } catch (const std::exception&) {
+    return respond(Error(400, "bad_request", "version, artifact_dir and image must be strings"));
+  }
+  if (!ValidVersionName(v.version)) {
+    return respond(Error(400, "bad_request",
+                         fmt::format("bad version {:?}: use [A-Za-z0-9._-]{{1,64}}", v.version)));
+  }
+  if (v.artifact_dir.empty() == v.image.empty()) {
+    return respond(Error(400, "bad_request", "give exactly one of artifact_dir and image"));
+  }
+  if (!v.artifact_dir.empty()) {
+    std::error_code ec;
+    if (v.artifact_dir[0] != '/' || !std::filesystem::is_directory(v.artifact_dir, ec)) {
+      return respond(Error(400, "bad_request",
+                           fmt::format("artifact_dir {:?} is not an absolute path to a directory",
+                                       v.artifact_dir)));
+    }
+  }
+  Result<std::optional<store::VersionRecord>> existing = store_->GetVersion(name, v.version);
+  if (!existing.ok()) return respond(StoreError(existing.status()));
+  Status st = store_->PutVersion(v);
+  if (st.code() == StatusCode::kAlreadyExists) return respond(Error(409, "conflict", st.message()));
+  if (!st.ok()) return respond(StoreError(st));
+  if (!existing->has_value()) {
+    (void)store_->AddEvent(name, "version_registered", "version " + v.version + " registered");
+  }
+  respond(HttpResponse::Json(existing->has_value() ? 200 : 201,
+                             json{{"version", v.version},
+                                  {"artifact_dir", v.artifact_dir},
+                                  {"image", v.image}}
+                                 .dump()));
+}
+
+void Api::PostDeploy(const std::string& name, const HttpRequest& req,
+                     HttpServer::Respond respond) {
+  HttpResponse error;
+  std::optional<json> body = ParseBody(req, &error);
+  if (!body) return respond(error);
+  const json& jv = (*body)["version"];
+  if (!jv.is_string()) return respond(Error(400, "bad_request", "version (a string) is required"));
+  const std::string version = jv.get<std::string>();
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
+  if (!rec.ok()) return respond(StoreError(rec.status()));
+  if (!rec->has_value() || (*rec)->deleting) {
+    return respond(Error(404, "not_found", "no stack named " + name));
+  }
+  Result<std::optional<store::VersionRecord>> v = store_->GetVersion(name, version);
+  if (!v.ok()) return respond(StoreError(v.status()));
+  if (!v->has_value()) {
+    return respond(Error(404, "not_found",
+                         fmt::format("version {} of {} is not registered: register it first "
+                                     "(bluegreen deploy {} --version {} --artifact DIR)",
+                                     version, name, name, version)));
+  }
+  Result<std::vector<store::ServiceRecord>> services = store_->ListServices(name);
+  if (!services.ok()) return respond(StoreError(services.status()));
+  bool any_version = false;
+  for (const store::ServiceRecord& s : *services) {
+    if (s.rollout_state == "in_progress") {
+      return respond(Error(409, "conflict",
+                           fmt::format("{} is already rolling out version {}; wait for it",
+                                       s.identifier, s.rollout_version.value_or("?"))));
+    }
+    any_version |= s.version.has_value();
+  }
+  // Only the side behind the test listener changes, except on the very first deploy.
+  const std::string test_side = OtherSide((*rec)->live);
+  json targets = json::array();
+  for (store::ServiceRecord s : *services) {
+    if (any_version && s.identifier != test_side) continue;
+    if (s.version == version) continue;
+    s.rollout_version = version;
+    s.rollout_state = "in_progress";
+    s.rollout_error.clear();
+    s.rollout_started_at = store::NowSeconds();
+    Status st = store_->PutService(s);
+    if (!st.ok()) return respond(StoreError(st));
+    targets.push_back(s.identifier);
+    (void)store_->AddEvent(name, "rollout_started",
+                           fmt::format("putting version {} on {}", version, s.identifier));
+  }
+  reconciler_->Notify();
+  respond(HttpResponse::Json(202, json{{"name", name}, {"version", version}, {"services", targets}}
+                                      .dump()));
+}
+
+HttpResponse Api::ListVersions(const std::string& name) {
+  Result<std::vector<store::VersionRecord>> vs = store_->ListVersions(name);
+  if (!vs.ok()) return StoreError(vs.status());
+  json list = json::array();
+  for (const store::VersionRecord& v : *vs) {
+    list.push_back({{"version", v.version},
+                    {"artifact_dir", v.artifact_dir},
+                    {"image", v.image},
+                    {"created_at", v.created_at}});
+  }
+  return HttpResponse::Json(200, json{{"versions", list}}.dump());
+}
+
+HttpResponse Api::ListEvents(const std::string& name) {
+  Result<std::vector<store::EventRecord>> es = store_->ListEvents(name, 200);
+  if (!es.ok()) return StoreError(es.status());
+  json list = json::array();
+  for (const store::EventRecord& e : *es) {
+    list.push_back({{"id", e.id}, {"at", e.at}, {"kind", e.kind}, {"message", e.message}});
+  }
+  return HttpResponse::Json(200, json{{"events", list}}.dump());
+}
+
+}  // namespace bluegreen::serve

@@ -1,0 +1,53 @@
+// Api: the REST API of serve (docs/api.md), as an HttpServer handler. Reads come from the store
+// and the reconciler's last view of the proxy; writes are committed to the store, then the
+// reconciler is notified to make them so. Runs on the HttpServer's io_context thread; blocking
+// work never happens here (a `down` answers from the reconciler's thread via asio::post).
+#pragma once
+
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/http_server.h"
+#include "serve/reconciler.h"
+#include "store/store.h"
+
+namespace bluegreen::serve {
+
+class Api {
+ public:
+  // `admin_token_sha256` is the lowercase hex SHA-256 of the admin token.
+  Api(boost::asio::io_context& io, store::Store* store, Reconciler* reconciler,
+      std::string admin_token_sha256);
+
+  void Handle(const HttpRequest& req, HttpServer::Respond respond);
+
+  // The status document of one stack (GET /api/v1/stacks/NAME), or NotFound.
+  Result<nlohmann::json> StackStatus(const std::string& name);
+
+ private:
+  bool Authorized(const HttpRequest& req) const;
+  void PutStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
+  void DeleteStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
+  void PostVersion(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
+  void PostDeploy(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
+  HttpResponse ListStacks();
+  HttpResponse ListVersions(const std::string& name);
+  HttpResponse ListEvents(const std::string& name);
+
+  boost::asio::io_context& io_;
+  store::Store* store_;
+  Reconciler* reconciler_;
+  std::string token_hash_;
+};
+
+// Lowercase hex SHA-256.
+std::string Sha256Hex(std::string_view data);
+
+// The changes `up` makes, in words: empty when `before` equals `after`. `before` is null for a
+// new stack.
+std::vector<std::string> DescribeChanges(const stack::StackSpec* before,
+                                         const stack::StackSpec& after);
+
+}  // namespace bluegreen::serve

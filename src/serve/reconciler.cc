@@ -1,0 +1,691 @@
+#include "serve/reconciler.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/http_client.h"
+#include "runtime/container_runtime.h"
+#include "runtime/process_runtime.h"
+
+namespace bluegreen::serve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr auto kPassInterval = std::chrono::milliseconds(500);
+constexpr auto kStopGrace = std::chrono::seconds(10);
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+constexpr const char* kProxyHandleKey = "proxy_handle";
+
+std::string ExpandPort(const std::string& arg, int port) {
+  std::string out = arg;
+  const std::string key = "${PORT}";
+  for (size_t pos = out.find(key); pos != std::string::npos; pos = out.find(key, pos)) {
+    out.replace(pos, key.size(), std::to_string(port));
+  }
+  return out;
+}
+
+std::string ContainerSocket(const std::string& flavor) {
+  if (const char* host = std::getenv("DOCKER_HOST"); host && std::string_view(host).starts_with("unix://")) {
+    return std::string(host + 7);
+  }
+  if (const char* s = std::getenv("BLUEGREEN_CONTAINER_SOCKET"); s && *s) return s;
+  return flavor == "docker" ? "/var/run/docker.sock" : "/run/podman/podman.sock";
+}
+
+// GCC 12 reports a false maybe-uninitialized for the default StatusMatcher of a
+// HealthCheckConfig built here; the matcher is always assigned below.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+proxy::HealthCheckConfig ToProxyCheck(const stack::HealthCheckSpec& h) {
+  proxy::HealthCheckConfig c;
+  c.path = h.path;
+  c.interval = h.interval;
+  c.timeout = h.timeout;
+  c.healthy_threshold = h.healthy_threshold;
+  c.unhealthy_threshold = h.unhealthy_threshold;
+  Result<proxy::StatusMatcher> m = proxy::ParseStatusMatcher(h.matcher);
+  if (m.ok()) c.matcher = *m;
+  return c;
+}
+#pragma GCC diagnostic pop
+
+std::string Address(const store::TaskRecord& t) { return fmt::format("127.0.0.1:{}", t.port); }
+
+}  // namespace
+
+std::string TargetGroupName(const std::string& stack, const std::string& identifier) {
+  return stack + (identifier == "Code1" ? "-blue" : "-green");
+}
+std::string ProxyListenerName(const std::string& stack, const std::string& listener) {
+  return stack + "-" + listener;
+}
+std::string OtherSide(const std::string& identifier) {
+  return identifier == "Code1" ? "Code2" : "Code1";
+}
+
+Reconciler::Reconciler(store::Store* store, Paths paths, std::string self_binary,
+                       int proxy_workers)
+    : store_(store),
+      paths_(std::move(paths)),
+      self_binary_(std::move(self_binary)),
+      proxy_workers_(proxy_workers),
+      proxy_(paths_.proxy_admin()) {}
+
+Reconciler::~Reconciler() { Stop(); }
+
+void Reconciler::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Reconciler::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Reconciler::Notify() {
+  {
+    std::lock_guard lock(mu_);
+    notified_ = true;
+  }
+  cv_.notify_all();
+}
+
+json Reconciler::ProxyState() const {
+  std::lock_guard lock(mu_);
+  return shared_state_;
+}
+
+void Reconciler::WaitStackRemoved(const std::string& name, std::function<void()> done) {
+  {
+    std::lock_guard lock(mu_);
+    removal_waiters_.emplace(name, std::move(done));
+  }
+  Notify();
+}
+
+void Reconciler::Loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, kPassInterval, [this] { return notified_ || stopping_; });
+      if (stopping_) return;
+      notified_ = false;
+    }
+    try {
+      Pass();
+    } catch (const std::exception& e) {
+      spdlog::error("reconcile pass failed: {}", e.what());
+    }
+  }
+}
+
+runtime::Runtime* Reconciler::RuntimeFor(const std::string& name) {
+  auto it = runtimes_.find(name);
+  if (it != runtimes_.end()) return it->second.get();
+  std::unique_ptr<runtime::Runtime> r;
+  if (name == "process") {
+    r = std::make_unique<runtime::ProcessRuntime>();
+  } else {
+    r = std::make_unique<runtime::ContainerRuntime>(ContainerSocket(name), name);
+  }
+  runtime::Runtime* raw = r.get();
+  runtimes_[name] = std::move(r);
+  return raw;
+}
+
+void Reconciler::Event(const std::string& stack, const std::string& kind,
+                       const std::string& message) {
+  spdlog::info("{}: {}", stack, message);
+  Status st = store_->AddEvent(stack, kind, message);
+  if (!st.ok()) spdlog::warn("cannot record an event: {}", st.message());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy process.
+
+proxy::ProxyConfig Reconciler::DesiredConfig(const std::vector<store::StackRecord>& stacks,
+                                             const std::vector<store::TaskRecord>& tasks) {
+  proxy::ProxyConfig c;
+  c.admin = paths_.proxy_admin();
+  c.state_file = paths_.proxy_dir() + "/state.json";
+  c.workers = proxy_workers_;
+  for (const store::StackRecord& s : stacks) {
+    if (s.deleting) continue;
+    Result<stack::StackSpec> spec = stack::ParseStackSpec(s.spec_json);
+    if (!spec.ok()) continue;
+    Result<std::vector<store::ServiceRecord>> services = store_->ListServices(s.name);
+    for (const char* id : {"Code1", "Code2"}) {
+      proxy::TargetGroupConfig g;
+      g.name = TargetGroupName(s.name, id);
+      g.health_check = ToProxyCheck(spec->service.health_check);
+      g.deregistration_delay = spec->load_balancer.deregistration_delay;
+      std::string image;
+      if (services.ok()) {
+        for (const store::ServiceRecord& r : *services) {
+          if (r.identifier == id && r.version) image = *r.version;
+        }
+      }
+      g.tags = {{"Identifier", id},
+                {"Image", image},
+                {"IsProduction", s.live == id ? "true" : "false"}};
+      for (const store::TaskRecord& t : tasks) {
+        if (t.stack == s.name && t.identifier == id && t.state == "running") {
+          Result<Endpoint> e = ParseEndpoint(Address(t));
+          if (e.ok()) g.targets.push_back(*e);
+        }
+      }
+      c.target_groups.push_back(std::move(g));
+    }
+    proxy::ListenerConfig prod;
+    prod.name = ProxyListenerName(s.name, "production");
+    prod.port = spec->load_balancer.production.port;
+    prod.allow = spec->load_balancer.production.allow;
+    prod.target_group = TargetGroupName(s.name, s.live);
+    proxy::ListenerConfig test;
+    test.name = ProxyListenerName(s.name, "test");
+    test.port = spec->load_balancer.test.port;
+    test.allow = spec->load_balancer.test.allow;
+    test.target_group = TargetGroupName(s.name, OtherSide(s.live));
+    c.listeners.push_back(std::move(prod));
+    c.listeners.push_back(std::move(test));
+  }
+  return c;
+}
+
+bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
+  runtime::Runtime* rt = RuntimeFor("process");
+  Result<std::optional<std::string>> stored = store_->GetMeta(kProxyHandleKey);
+  if (stored.ok() && stored->has_value() && !(*stored)->empty()) {
+    Result<runtime::TaskStatus> st = rt->Inspect(runtime::TaskHandle{**stored});
+    if (st.ok() && st->state == runtime::TaskState::kRunning) {
+      if (proxy_.Healthz().ok()) return true;
+      return false;  // starting or stuck: try again next pass
+    }
+    spdlog::warn("the proxy ({}) is not running; starting it again", **stored);
+  }
+  // Start it. Its state file (if any) wins over the config file at start; the next sync fixes
+  // any difference.
+  std::error_code ec;
+  fs::create_directories(paths_.proxy_dir(), ec);
+  const std::string config_path = paths_.proxy_dir() + "/proxy.json";
+  {
+    std::ofstream out(config_path + ".tmp", std::ios::trunc);
+    out << proxy::ProxyConfigToJson(desired);
+    out.close();
+    fs::rename(config_path + ".tmp", config_path, ec);
+  }
+  runtime::TaskSpec spec;
+  spec.name = "bluegreen-proxy";
+  spec.command = {self_binary_, "proxy", "--config", config_path};
+  spec.workdir = paths_.proxy_dir();
+  spec.log_path = paths_.proxy_dir() + "/proxy.log";
+  Result<runtime::TaskHandle> handle = rt->Start(spec);
+  if (!handle.ok()) {
+    spdlog::error("cannot start the proxy: {}", handle.status().message());
+    return false;
+  }
+  Status st = store_->SetMeta(kProxyHandleKey, handle->id);
+  if (!st.ok()) spdlog::error("cannot record the proxy's handle: {}", st.message());
+  spdlog::info("started the proxy ({}), admin {}", handle->id, proxy_.address());
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    if (proxy_.Healthz().ok()) return true;
+    Result<runtime::TaskStatus> s = rt->Inspect(*handle);
+    if (s.ok() && s->state != runtime::TaskState::kRunning) {
+      spdlog::error("the proxy exited at start; see {}", spec.log_path);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+void Reconciler::StopProxy() {
+  Result<std::optional<std::string>> stored = store_->GetMeta(kProxyHandleKey);
+  if (!stored.ok() || !stored->has_value() || (*stored)->empty()) return;
+  spdlog::info("no stack left: stopping the proxy");
+  Status st = RuntimeFor("process")->Stop(runtime::TaskHandle{**stored}, kStopGrace);
+  if (!st.ok()) {
+    spdlog::warn("stopping the proxy: {}", st.message());
+    return;
+  }
+  (void)store_->SetMeta(kProxyHandleKey, "");
+  std::error_code ec;
+  fs::remove(paths_.proxy_dir() + "/state.json", ec);
+}
+
+void Reconciler::SyncProxy(const proxy::ProxyConfig& desired) {
+  Result<proxy::ProxyConfig> actual = proxy_.Config();
+  if (!actual.ok()) {
+    spdlog::warn("{}", actual.status().message());
+    return;
+  }
+  // Structure (listeners, groups, tags, checks): one atomic PUT. It carries the targets the
+  // proxy has now that are still wanted, so registration and draining below stay explicit.
+  proxy::ProxyConfig want = desired;
+  for (proxy::TargetGroupConfig& g : want.target_groups) {
+    const proxy::TargetGroupConfig* cur = actual->FindTargetGroup(g.name);
+    std::vector<Endpoint> keep;
+    if (cur != nullptr) {
+      for (const Endpoint& e : cur->targets) {
+        if (std::find(g.targets.begin(), g.targets.end(), e) != g.targets.end()) keep.push_back(e);
+      }
+    }
+    g.targets = std::move(keep);
+  }
+  proxy::ProxyConfig cmp = *actual;
+  for (proxy::TargetGroupConfig& g : cmp.target_groups) {
+    const proxy::TargetGroupConfig* w = want.FindTargetGroup(g.name);
+    if (w != nullptr) g.targets = w->targets;  // compare structure only
+  }
+  cmp.admin = want.admin;
+  cmp.state_file = want.state_file;
+  cmp.workers = want.workers;
+  if (!(cmp.listeners == want.listeners) || !(cmp.target_groups == want.target_groups)) {
+    // Groups that lose targets by this PUT would lose them without draining: deregister those
+    // first.
+    for (const proxy::TargetGroupConfig& g : actual->target_groups) {
+      const proxy::TargetGroupConfig* w = want.FindTargetGroup(g.name);
+      if (w == nullptr) continue;
+      for (const Endpoint& e : g.targets) {
+        if (std::find(w->targets.begin(), w->targets.end(), e) == w->targets.end()) {
+          (void)proxy_.Deregister(g.name, e.ToString());
+        }
+      }
+    }
+    Status st = proxy_.PutConfig(want);
+    if (!st.ok()) {
+      spdlog::error("cannot apply the proxy config: {}", st.message());
+      return;
+    }
+    spdlog::info("applied a new proxy config ({} listeners, {} target groups)",
+                 want.listeners.size(), want.target_groups.size());
+    actual = want;
+  }
+  // Targets: register what is wanted, deregister (drain) what is not.
+  for (const proxy::TargetGroupConfig& g : desired.target_groups) {
+    const proxy::TargetGroupConfig* cur = actual->FindTargetGroup(g.name);
+    for (const Endpoint& e : g.targets) {
+      if (cur && std::find(cur->targets.begin(), cur->targets.end(), e) != cur->targets.end()) {
+        continue;
+      }
+      Status st = proxy_.Register(g.name, e.ToString());
+      if (!st.ok()) spdlog::warn("register {} in {}: {}", e.ToString(), g.name, st.message());
+    }
+    if (cur == nullptr) continue;
+    for (const Endpoint& e : cur->targets) {
+      if (std::find(g.targets.begin(), g.targets.end(), e) != g.targets.end()) continue;
+      Status st = proxy_.Deregister(g.name, e.ToString());
+      if (!st.ok()) spdlog::warn("deregister {} from {}: {}", e.ToString(), g.name, st.message());
+    }
+  }
+}
+
+std::string Reconciler::TargetHealth(const std::string& group, const std::string& address) const {
+  if (!state_.is_object()) return "unknown";
+  for (const json& g : state_.value("target_groups", json::array())) {
+    if (g.value("name", "") != group) continue;
+    for (const json& t : g.value("targets", json::array())) {
+      if (t.value("address", "") == address) return t.value("health", "unknown");
+    }
+  }
+  return "";
+}
+
+bool Reconciler::TargetKnown(const std::string& group, const std::string& address) const {
+  return !TargetHealth(group, address).empty();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks.
+
+void Reconciler::CheckTasks(std::vector<store::TaskRecord>* tasks) {
+  for (store::TaskRecord& t : *tasks) {
+    if (t.state == "exited" || t.state == "stopped") continue;
+    bool dead = t.handle.empty();
+    int code = -1;
+    if (!dead) {
+      Result<runtime::TaskStatus> st = RuntimeFor(t.runtime)->Inspect(runtime::TaskHandle{t.handle});
+      if (!st.ok()) {
+        spdlog::warn("task {}: cannot inspect: {}", t.id, st.status().message());
+        continue;
+      }
+      dead = st->state != runtime::TaskState::kRunning;
+      code = st->exit_code;
+    }
+    if (!dead) continue;
+    if (t.state != "draining") {
+      Event(t.stack, "task_exited",
+            fmt::format("task {} ({} {}, {}) exited{}; it will be replaced", t.id, t.identifier,
+                        t.version, Address(t),
+                        code >= 0 ? fmt::format(" with status {}", code) : ""));
+      Backoff& b = backoff_[t.stack + "/" + t.identifier];
+      ++b.failures;
+      const auto delay = std::min<Clock::duration>(
+          kMaxBackoff, std::chrono::milliseconds(500) * (1 << std::min(b.failures - 1, 8)));
+      b.next_start = Clock::now() + delay;
+    }
+    // Leftovers (a stopped container) go; the row goes. Its target, if registered, is
+    // deregistered by the next sync (it is no longer "running").
+    (void)RuntimeFor(t.runtime)->Stop(runtime::TaskHandle{t.handle}, std::chrono::seconds(1));
+    t.state = "exited";
+    (void)store_->DeleteTask(t.id);
+  }
+  std::erase_if(*tasks, [](const store::TaskRecord& t) { return t.state == "exited"; });
+}
+
+bool Reconciler::Probe(const stack::StackSpec& spec, const store::TaskRecord& task) {
+  HttpClientRequest req;
+  req.target = spec.service.health_check.path;
+  const auto timeout = std::min<std::chrono::milliseconds>(spec.service.health_check.timeout,
+                                                          std::chrono::seconds(2));
+  Result<HttpClientResponse> resp = HttpCall(Address(task), req, timeout, 1 << 20);
+  if (!resp.ok()) return false;
+  Result<proxy::StatusMatcher> m = proxy::ParseStatusMatcher(spec.service.health_check.matcher);
+  return m.ok() && m->Matches(resp->status);
+}
+
+void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSpec& spec,
+                           const std::string& identifier, const std::string& version) {
+  Backoff& b = backoff_[stack.name + "/" + identifier];
+  if (Clock::now() < b.next_start) return;
+  Result<std::optional<store::VersionRecord>> v = store_->GetVersion(stack.name, version);
+  if (!v.ok() || !v->has_value()) {
+    spdlog::error("{}: version {} is not registered", stack.name, version);
+    b.next_start = Clock::now() + kMaxBackoff;
+    return;
+  }
+  Result<uint16_t> port = runtime::PickFreePort();
+  if (!port.ok()) {
+    spdlog::error("no free port: {}", port.status().message());
+    return;
+  }
+  const std::string rt_name(stack::RuntimeName(spec.service.runtime));
+  store::TaskRecord t;
+  t.stack = stack.name;
+  t.identifier = identifier;
+  t.version = version;
+  t.runtime = rt_name;
+  t.port = *port;
+  t.state = "starting";
+  // The row exists before the task does: a serve that dies in between leaves a row with no
+  // handle, which the next serve removes.
+  Result<int64_t> id = store_->InsertTask(t);
+  if (!id.ok()) {
+    spdlog::error("cannot record a new task: {}", id.status().message());
+    return;
+  }
+  t.id = *id;
+  t.log_path = fmt::format("{}/{}/task-{}.log", paths_.logs_dir(), stack.name, t.id);
+
+  runtime::TaskSpec ts;
+  ts.name = fmt::format("bg-{}-{}-{}", stack.name, identifier == "Code1" ? "code1" : "code2", t.id);
+  ts.host_port = t.port;
+  ts.env = spec.service.env;
+  ts.log_path = t.log_path;
+  if (spec.service.runtime == stack::Runtime::kProcess) {
+    for (const std::string& arg : spec.service.command) ts.command.push_back(ExpandPort(arg, t.port));
+    ts.workdir = (*v)->artifact_dir;
+  } else {
+    const int cport = spec.service.port ? spec.service.port : 8080;
+    for (const std::string& arg : spec.service.command) ts.command.push_back(ExpandPort(arg, cport));
+    ts.image = (*v)->image;
+    ts.container_port = static_cast<uint16_t>(cport);
+  }
+  Result<runtime::TaskHandle> h = RuntimeFor(rt_name)->Start(ts);
+  if (!h.ok()) {
+    Event(stack.name, "task_failed",
+          fmt::format("task {} ({} {}) could not start: {}", t.id, identifier, version,
+                      h.status().message()));
+    (void)store_->DeleteTask(t.id);
+    ++b.failures;
+    b.next_start = Clock::now() + std::min<Clock::duration>(
+        kMaxBackoff, std::chrono::milliseconds(500) * (1 << std::min(b.failures - 1, 8)));
+    return;
+  }
+  t.handle = h->id;
+  Status st = store_->UpdateTask(t);
+  if (!st.ok()) spdlog::error("cannot record task {}: {}", t.id, st.message());
+  spdlog::info("{}: started task {} ({} {}) on {}", stack.name, t.id, identifier, version,
+               Address(t));
+}
+
+void Reconciler::StopTask(store::TaskRecord task, std::chrono::milliseconds grace) {
+  if (!task.handle.empty()) {
+    Status st = RuntimeFor(task.runtime)->Stop(runtime::TaskHandle{task.handle}, grace);
+    if (!st.ok()) {
+      spdlog::warn("task {}: stop: {}", task.id, st.message());
+      return;
+    }
+  }
+  drain_deadline_.erase(task.id);
+  (void)store_->DeleteTask(task.id);
+  spdlog::info("{}: stopped task {} ({} {})", task.stack, task.id, task.identifier, task.version);
+}
+
+void Reconciler::ReconcileService(const store::StackRecord& stack, const stack::StackSpec& spec,
+                                  store::ServiceRecord svc, std::vector<store::TaskRecord>* tasks) {
+  const std::string group = TargetGroupName(stack.name, svc.identifier);
+  const bool rolling = svc.rollout_state == "in_progress" && svc.rollout_version.has_value();
+  const std::optional<std::string> want = rolling ? svc.rollout_version : svc.version;
+  const int count = spec.service.desired_count;
+  const auto now_s = store::NowSeconds();
+
+  std::vector<store::TaskRecord*> mine;
+  for (store::TaskRecord& t : *tasks) {
+    if (t.stack == stack.name && t.identifier == svc.identifier) mine.push_back(&t);
+  }
+
+  // Starting tasks of the wanted version: probe; healthy ones are registered.
+  for (store::TaskRecord* t : mine) {
+    if (t->state != "starting") continue;
+    if (!want || t->version != *want) continue;
+    if (Probe(spec, *t)) {
+      t->state = "running";
+      (void)store_->UpdateTask(*t);
+      backoff_[stack.name + "/" + svc.identifier] = Backoff{};
+      spdlog::info("{}: task {} ({} {}) answers its health check; registering {}", stack.name,
+                   t->id, t->identifier, t->version, Address(*t));
+    } else if (now_s - t->started_at >
+               std::chrono::duration_cast<std::chrono::seconds>(spec.service.deploy_timeout).count()) {
+      Event(stack.name, "task_unhealthy",
+            fmt::format("task {} ({} {}) did not pass its health check within {}; stopping it",
+                        t->id, t->identifier, t->version,
+                        FormatDuration(spec.service.deploy_timeout)));
+      t->state = "draining";
+      (void)store_->UpdateTask(*t);
+    }
+  }
+
+  int active = 0;   // tasks of the wanted version, starting or running
+  int healthy = 0;  // of them: registered and healthy in the proxy
+  for (store::TaskRecord* t : mine) {
+    if (!want || t->version != *want) continue;
+    if (t->state == "starting" || t->state == "running") ++active;
+    if (t->state == "running" && TargetHealth(group, Address(*t)) == "healthy") ++healthy;
+  }
+
+  // Rollout: done when the new version is healthy at full count; failed after the deploy
+  // timeout.
+  if (rolling) {
+    if (healthy >= count) {
+      Event(stack.name, "rollout_done",
+            fmt::format("{} now runs {} ({} healthy tasks)", svc.identifier, *want, healthy));
+      svc.version = want;
+      svc.rollout_state.clear();
+      svc.rollout_error.clear();
+      svc.rollout_version.reset();
+      (void)store_->PutService(svc);
+    } else if (now_s - svc.rollout_started_at >
+               std::chrono::duration_cast<std::chrono::seconds>(spec.service.deploy_timeout).count()) {
+      svc.rollout_state = "failed";
+      svc.rollout_error = fmt::format(
+          "{} of {} new tasks were healthy after the deploy timeout ({}); the old tasks keep "
+          "serving",
+          healthy, count, FormatDuration(spec.service.deploy_timeout));
+      Event(stack.name, "rollout_failed",
+            fmt::format("putting {} on {} failed: {}", *want, svc.identifier, svc.rollout_error));
+      (void)store_->PutService(svc);
+      for (store::TaskRecord* t : mine) {
+        if (t->version == *want && t->state != "draining") {
+          t->state = "draining";
+          (void)store_->UpdateTask(*t);
+        }
+      }
+      return;
+    }
+  }
+  const bool still_rolling = svc.rollout_state == "in_progress";
+  const std::optional<std::string> target = still_rolling ? svc.rollout_version : svc.version;
+
+  // Start what is missing.
+  if (target) {
+    for (int i = active; i < count; ++i) StartTask(stack, spec, svc.identifier, *target);
+  }
+
+  // Drain what is not wanted: other versions (once no rollout is in progress), and extras.
+  int kept = 0;
+  for (store::TaskRecord* t : mine) {
+    if (t->state == "draining") continue;
+    bool drop = false;
+    if (!target) {
+      drop = true;
+    } else if (t->version != *target) {
+      drop = !still_rolling;
+    } else if (++kept > count) {
+      drop = true;
+    }
+    if (!drop) continue;
+    t->state = "draining";
+    (void)store_->UpdateTask(*t);
+    spdlog::info("{}: draining task {} ({} {})", stack.name, t->id, t->identifier, t->version);
+  }
+
+  // Draining tasks are stopped once the proxy no longer has them (drained), or after the
+  // deregistration delay.
+  for (store::TaskRecord* t : mine) {
+    if (t->state != "draining") continue;
+    auto [it, fresh] = drain_deadline_.try_emplace(
+        t->id, Clock::now() + spec.load_balancer.deregistration_delay + std::chrono::seconds(2));
+    const std::string health = TargetHealth(group, Address(*t));
+    if ((health.empty() && !fresh) || Clock::now() >= it->second) {
+      StopTask(*t, kStopGrace);
+      t->state = "exited";
+    }
+  }
+}
+
+void Reconciler::RemoveStack(const store::StackRecord& stack,
+                             std::vector<store::TaskRecord>* tasks) {
+  for (store::TaskRecord& t : *tasks) {
+    if (t.stack != stack.name) continue;
+    StopTask(t, std::chrono::seconds(5));
+    t.state = "exited";
+  }
+  std::erase_if(*tasks, [](const store::TaskRecord& t) { return t.state == "exited"; });
+  Status st = store_->DeleteStack(stack.name, stack.purge);
+  if (!st.ok()) {
+    spdlog::error("{}: cannot remove: {}", stack.name, st.message());
+    return;
+  }
+  if (stack.purge) {
+    std::error_code ec;
+    fs::remove_all(paths_.logs_dir() + "/" + stack.name, ec);
+    fs::remove_all(paths_.artifacts_dir() + "/" + stack.name, ec);
+  } else {
+    (void)store_->AddEvent(stack.name, "stack_removed", "stack removed (history kept)");
+  }
+  spdlog::info("{}: removed{}", stack.name, stack.purge ? " and purged" : "");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void Reconciler::Pass() {
+  Result<std::vector<store::StackRecord>> stacks = store_->ListStacks();
+  Result<std::vector<store::TaskRecord>> tasks_or = store_->ListTasks();
+  if (!stacks.ok() || !tasks_or.ok()) {
+    spdlog::error("cannot read the store: {}",
+                  (!stacks.ok() ? stacks.status() : tasks_or.status()).message());
+    return;
+  }
+  std::vector<store::TaskRecord> tasks = std::move(tasks_or).value();
+  CheckTasks(&tasks);
+
+  bool any_live = false;
+  for (const store::StackRecord& s : *stacks) any_live |= !s.deleting;
+
+  // The proxy runs while some stack exists.
+  bool proxy_up = false;
+  if (any_live) {
+    proxy_up = EnsureProxy(DesiredConfig(*stacks, tasks));
+    if (proxy_up) {
+      Result<json> st = proxy_.State();
+      state_ = st.ok() ? *st : json();
+    } else {
+      state_ = json();
+    }
+  } else {
+    state_ = json();
+  }
+
+  for (const store::StackRecord& s : *stacks) {
+    if (s.deleting) continue;
+    Result<stack::StackSpec> spec = stack::ParseStackSpec(s.spec_json);
+    if (!spec.ok()) {
+      spdlog::error("{}: stored stack file is invalid: {}", s.name, spec.status().message());
+      continue;
+    }
+    Result<std::vector<store::ServiceRecord>> services = store_->ListServices(s.name);
+    if (!services.ok()) continue;
+    for (const store::ServiceRecord& svc : *services) {
+      ReconcileService(s, *spec, svc, &tasks);
+    }
+    std::erase_if(tasks, [](const store::TaskRecord& t) { return t.state == "exited"; });
+  }
+
+  // Removals: first out of the proxy (one PUT without the stack), then tasks and rows.
+  std::vector<store::StackRecord> removing;
+  for (const store::StackRecord& s : *stacks) {
+    if (s.deleting) removing.push_back(s);
+  }
+  if (proxy_up) SyncProxy(DesiredConfig(*stacks, tasks));
+  for (const store::StackRecord& s : removing) RemoveStack(s, &tasks);
+  if (!any_live) {
+    // Tasks of no stack (left from a crash) and the proxy go.
+    for (const store::TaskRecord& t : tasks) StopTask(t, std::chrono::seconds(5));
+    StopProxy();
+  }
+
+  std::vector<std::function<void()>> done;
+  {
+    std::lock_guard lock(mu_);
+    shared_state_ = state_;
+    for (auto it = removal_waiters_.begin(); it != removal_waiters_.end();) {
+      Result<std::optional<store::StackRecord>> s = store_->GetStack(it->first);
+      if (s.ok() && !s->has_value()) {
+        done.push_back(std::move(it->second));
+        it = removal_waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& f : done) f();
+}
+
+}  // namespace bluegreen::serve

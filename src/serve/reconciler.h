@@ -1,0 +1,123 @@
+// Reconciler: makes the running world match the store, over and over (every 500 ms, or at once
+// when notified). It owns every slow or blocking action of serve: starting, adopting and stopping
+// the proxy process; starting, health-probing, registering, draining and stopping tasks;
+// rolling a service to a new version; removing a stack. API handlers only commit intentions to
+// the store and call Notify().
+//
+// Task states (store::TaskRecord::state):
+//   starting  started; probed by serve until it answers the health check, then -> running
+//   running   registered with the proxy (the proxy's own health checks decide if it gets traffic)
+//   draining  deregistered; stopped once the proxy has no request in flight on it (or after the
+//             target group's deregistration delay)
+//   exited    it died or failed to start; the row is removed and the task replaced (with backoff)
+//
+// Everything the reconciler decides is written to the store before it acts, so a serve killed
+// at any point is followed by one that continues from the store: tasks and the proxy outlive
+// serve and are re-adopted by their stored handles.
+//
+// Thread-safety: Start/Stop/Notify/ProxyState/WaitStackRemoved may be called from any thread;
+// the work itself runs on the reconciler's own thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "proxy/config.h"
+#include "runtime/runtime.h"
+#include "serve/proxy_client.h"
+#include "stack/stack_spec.h"
+#include "store/store.h"
+
+namespace bluegreen::serve {
+
+struct Paths {
+  std::string state_dir;
+  std::string proxy_dir() const { return state_dir + "/proxy"; }
+  std::string proxy_admin() const { return "unix:" + proxy_dir() + "/admin.sock"; }
+  std::string logs_dir() const { return state_dir + "/logs"; }
+  std::string artifacts_dir() const { return state_dir + "/artifacts"; }
+};
+
+// Names the proxy knows a stack's parts by.
+std::string TargetGroupName(const std::string& stack, const std::string& identifier);
+std::string ProxyListenerName(const std::string& stack, const std::string& listener);
+std::string OtherSide(const std::string& identifier);
+
+class Reconciler {
+ public:
+  Reconciler(store::Store* store, Paths paths, std::string self_binary, int proxy_workers);
+  ~Reconciler();
+  Reconciler(const Reconciler&) = delete;
+  Reconciler& operator=(const Reconciler&) = delete;
+
+  void Start();
+  void Stop();
+  // Runs a pass soon.
+  void Notify();
+
+  // The proxy's /v1/state from the last pass (null while the proxy is not reachable).
+  nlohmann::json ProxyState() const;
+
+  // Calls `done` (on the reconciler's thread) once the stack is gone from the store, the proxy
+  // and the runtime.
+  void WaitStackRemoved(const std::string& name, std::function<void()> done);
+
+ private:
+  struct Backoff {
+    int failures = 0;
+    std::chrono::steady_clock::time_point next_start{};
+  };
+
+  void Loop();
+  void Pass();
+  runtime::Runtime* RuntimeFor(const std::string& name);
+
+  // Proxy process.
+  bool EnsureProxy(const proxy::ProxyConfig& desired);
+  void StopProxy();
+  proxy::ProxyConfig DesiredConfig(const std::vector<store::StackRecord>& stacks,
+                                   const std::vector<store::TaskRecord>& tasks);
+  void SyncProxy(const proxy::ProxyConfig& desired);
+
+  // Tasks.
+  void CheckTasks(std::vector<store::TaskRecord>* tasks);
+  void ReconcileService(const store::StackRecord& stack, const stack::StackSpec& spec,
+                        store::ServiceRecord service, std::vector<store::TaskRecord>* tasks);
+  void StartTask(const store::StackRecord& stack, const stack::StackSpec& spec,
+                 const std::string& identifier, const std::string& version);
+  bool Probe(const stack::StackSpec& spec, const store::TaskRecord& task);
+  void StopTask(store::TaskRecord task, std::chrono::milliseconds grace);
+  void RemoveStack(const store::StackRecord& stack, std::vector<store::TaskRecord>* tasks);
+  std::string TargetHealth(const std::string& group, const std::string& address) const;
+  bool TargetKnown(const std::string& group, const std::string& address) const;
+  void Event(const std::string& stack, const std::string& kind, const std::string& message);
+
+  store::Store* store_;
+  Paths paths_;
+  std::string self_binary_;
+  int proxy_workers_;
+  ProxyClient proxy_;
+  std::map<std::string, std::unique_ptr<runtime::Runtime>> runtimes_;
+  std::map<std::string, Backoff> backoff_;  // by "stack/identifier"
+  std::map<int64_t, std::chrono::steady_clock::time_point> drain_deadline_;
+  nlohmann::json state_;  // this pass's proxy state (reconciler thread only)
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool notified_ = false;
+  bool stopping_ = false;
+  nlohmann::json shared_state_;  // guarded by mu_
+  std::multimap<std::string, std::function<void()>> removal_waiters_;  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace bluegreen::serve

@@ -1,0 +1,136 @@
+#include "serve/serve.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/http_server.h"
+#include "serve/api.h"
+#include "serve/reconciler.h"
+#include "store/store.h"
+
+namespace bluegreen::serve {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr const char* kTokenHashKey = "admin_token_sha256";
+
+// Writes the admin token on first start (or when its file was deleted) and returns its hash.
+Result<std::string> EnsureAdminToken(store::Store* store, const std::string& dir) {
+  const std::string path = dir + "/admin.token";
+  Result<std::optional<std::string>> hash = store->GetMeta(kTokenHashKey);
+  if (!hash.ok()) return hash.status();
+  std::error_code ec;
+  if (hash->has_value() && fs::exists(path, ec)) return **hash;
+  if (hash->has_value()) {
+    spdlog::warn("{} is missing: writing a new admin token (the old one stops working)", path);
+  }
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Internal("no random bytes for the admin token");
+  std::string token = "bg_";
+  for (unsigned char c : raw) token += fmt::format("{:02x}", c);
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Internal(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
+  const std::string line = token + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+                  ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) return Internal(fmt::format("cannot write {}", tmp));
+  // The hash is committed first: a crash between the two leaves a token file that does not
+  // match, which the next start replaces.
+  const std::string h = Sha256Hex(token);
+  BG_RETURN_IF_ERROR(store->SetMeta(kTokenHashKey, h));
+  fs::rename(tmp, path, ec);
+  if (ec) return Internal(fmt::format("cannot write {}: {}", path, ec.message()));
+  spdlog::info("wrote the admin token to {}", path);
+  return h;
+}
+
+std::string SelfBinary() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("bluegreen") : p.string();
+}
+
+}  // namespace
+
+std::string DefaultStateDir() {
+  if (const char* d = std::getenv("BLUEGREEN_STATE_DIR"); d && *d) return d;
+  if (::geteuid() == 0) return "/var/lib/bluegreen";
+  const char* home = std::getenv("HOME");
+  return fmt::format("{}/.local/state/bluegreen", home && *home ? home : "/tmp");
+}
+
+int RunServe(const ServeOptions& options) {
+  std::signal(SIGPIPE, SIG_IGN);
+  const std::string dir =
+      options.state_dir.empty() ? DefaultStateDir() : fs::absolute(options.state_dir).string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    spdlog::error("cannot create the state directory {}: {}", dir, ec.message());
+    return 1;
+  }
+  ::chmod(dir.c_str(), 0700);
+
+  // One serve per state directory.
+  const std::string lock_path = dir + "/serve.lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    spdlog::error("another `bluegreen serve` uses {} (lock {} is held)", dir, lock_path);
+    return 1;
+  }
+
+  Result<std::unique_ptr<store::Store>> store = store::Store::Open(dir + "/bluegreen.db");
+  if (!store.ok()) {
+    spdlog::error("{}", store.status().message());
+    return 1;
+  }
+  Result<std::string> token_hash = EnsureAdminToken(store->get(), dir);
+  if (!token_hash.ok()) {
+    spdlog::error("{}", token_hash.status().message());
+    return 1;
+  }
+
+  Reconciler reconciler(store->get(), Paths{dir},
+                        options.self_binary.empty() ? SelfBinary() : options.self_binary,
+                        options.proxy_workers);
+  boost::asio::io_context io(1);
+  Api api(io, store->get(), &reconciler, *token_hash);
+  HttpServer server(io, [&api](const HttpRequest& req, HttpServer::Respond respond) {
+    api.Handle(req, std::move(respond));
+  });
+  Status st = server.Listen(options.api);
+  if (!st.ok()) {
+    spdlog::error("cannot listen on {}: {}", options.api, st.message());
+    return 1;
+  }
+  reconciler.Start();
+  spdlog::info("serve: state {}, API http://{}/api/v1", dir, server.address());
+
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (e) return;
+    spdlog::info("signal {}: stopping serve (the proxy and the tasks keep running)", sig);
+    server.Close();
+    io.stop();
+  });
+  io.run();
+  reconciler.Stop();
+  return 0;
+}
+
+}  // namespace bluegreen::serve

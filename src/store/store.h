@@ -1,0 +1,132 @@
+// Store: the control plane's state in one SQLite file (WAL journal, schema migrations by
+// PRAGMA user_version). Every change serve makes is committed here before it takes effect, so a
+// restarted serve knows what it had promised and what it had started.
+//
+// Records are plain structs; the store does not interpret them beyond keys and foreign keys.
+// Thread-safe: one connection, every call holds the store's mutex (calls are short).
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace bluegreen::store {
+
+// Seconds since the epoch.
+int64_t NowSeconds();
+
+struct StackRecord {
+  std::string name;
+  std::string spec_json;  // canonical JSON of the stack file (stack::StackSpecToJson)
+  std::string spec_text;  // the file as the user gave it
+  std::string live = "Code1";  // the service behind the production listener: Code1 or Code2
+  bool deleting = false;       // `down` was asked; serve is removing it
+  bool purge = false;          // with --purge
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+struct ServiceRecord {
+  std::string stack;
+  std::string identifier;  // Code1 or Code2
+  std::optional<std::string> version;  // what it runs; none before the first deploy
+  // A version being put on the service (rolling change), or the last one that failed.
+  std::optional<std::string> rollout_version;
+  std::string rollout_state;  // "", "in_progress", "failed"
+  std::string rollout_error;
+  int64_t rollout_started_at = 0;
+};
+
+struct VersionRecord {
+  std::string stack;
+  std::string version;
+  std::string artifact_dir;  // process runtime
+  std::string image;         // container runtimes
+  int64_t created_at = 0;
+};
+
+struct TaskRecord {
+  int64_t id = 0;
+  std::string stack;
+  std::string identifier;  // Code1 or Code2
+  std::string version;
+  std::string runtime;   // process, podman, docker
+  std::string handle;    // runtime::TaskHandle::id; empty until started
+  int port = 0;          // host port on 127.0.0.1
+  std::string state;     // starting, running, draining, stopped, exited
+  std::string log_path;
+  int64_t started_at = 0;
+  int64_t state_changed_at = 0;
+};
+
+struct EventRecord {
+  int64_t id = 0;
+  std::string stack;
+  int64_t at = 0;
+  std::string kind;
+  std::string message;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database file and brings its schema up to date.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  int schema_version() const { return schema_version_; }
+
+  // meta: small key/value facts (admin token hash, ...).
+  Result<std::optional<std::string>> GetMeta(const std::string& key);
+  Status SetMeta(const std::string& key, const std::string& value);
+
+  // Stacks. PutStack inserts or updates one stack and, for a new one, its two services.
+  Status PutStack(const StackRecord& stack);
+  Result<std::optional<StackRecord>> GetStack(const std::string& name);
+  Result<std::vector<StackRecord>> ListStacks();
+  Status MarkStackDeleting(const std::string& name, bool purge);
+  Status SetLive(const std::string& name, const std::string& identifier);
+  // Removes the stack, its services and tasks; with purge also its versions and events.
+  Status DeleteStack(const std::string& name, bool purge);
+
+  Result<std::vector<ServiceRecord>> ListServices(const std::string& stack);
+  Status PutService(const ServiceRecord& service);
+
+  // Versions. PutVersion returns kAlreadyExists if the version exists with other content.
+  Status PutVersion(const VersionRecord& v);
+  Result<std::optional<VersionRecord>> GetVersion(const std::string& stack,
+                                                  const std::string& version);
+  Result<std::vector<VersionRecord>> ListVersions(const std::string& stack);
+
+  // Tasks. InsertTask assigns the id.
+  Result<int64_t> InsertTask(const TaskRecord& task);
+  Status UpdateTask(const TaskRecord& task);
+  Status DeleteTask(int64_t id);
+  // Every task not in state "stopped" (all stacks when stack is empty).
+  Result<std::vector<TaskRecord>> ListTasks(const std::string& stack = "");
+
+  Status AddEvent(const std::string& stack, const std::string& kind, const std::string& message);
+  Result<std::vector<EventRecord>> ListEvents(const std::string& stack, int limit);
+
+  // PRAGMA integrity_check: "ok" or the problems.
+  Result<std::string> IntegrityCheck();
+
+ private:
+  explicit Store(sqlite3* db) : db_(db) {}
+  Status Migrate();
+  Status Exec(const char* sql);
+
+  std::mutex mu_;
+  sqlite3* db_;
+  int schema_version_ = 0;
+};
+
+}  // namespace bluegreen::store
