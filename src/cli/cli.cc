@@ -55,8 +55,7 @@ class ApiClient {
 
   Answer Call(const std::string& method, const std::string& target, std::string body = "",
               const std::string& content_type = "application/json") const {
-    return CallWithTimeout(options_.request_timeout, method, target, std::move(body),
-                           content_type);
+    return CallWithTimeout(options_.request_timeout, method, target, std::move(body), content_type);
   }
 
   Answer CallWithTimeout(std::chrono::milliseconds timeout, const std::string& method,
@@ -73,8 +72,7 @@ class ApiClient {
     request.body = std::move(body);
 
     Answer answer;
-    Result<HttpClientResponse> response =
-        HttpCall(options_.api, request, timeout);
+    Result<HttpClientResponse> response = HttpCall(options_.api, request, timeout);
     if (!response.ok()) {
       answer.transport = response.status();
       answer.exit_code = ExitCodeForTransportError(response.status());
@@ -86,8 +84,8 @@ class ApiClient {
         answer.error.message =
             "bad --api address \"" + options_.api + "\": " + response.status().message();
       } else {
-        answer.error.message = "calling serve at " + options_.api + ": " +
-                               response.status().message();
+        answer.error.message =
+            "calling serve at " + options_.api + ": " + response.status().message();
       }
       return answer;
     }
@@ -117,8 +115,8 @@ void PrintJson(const ClientOptions& c, const json& j) {
 }
 
 // Prints "error: MESSAGE" and a hint for a failed call; returns its exit code.
-int Report(const ClientOptions& c, const ApiClient& api, const Answer& a,
-           std::string_view command, const std::string& name) {
+int Report(const ClientOptions& c, const ApiClient& api, const Answer& a, std::string_view command,
+           const std::string& name) {
   *c.err << "error: " << a.error.message << "\n";
   if (a.http_status != 0) {
     std::string hint = HintForApiError(command, name, a.http_status, a.error.code);
@@ -170,8 +168,8 @@ WaitOutcome WaitFor(const ClientOptions& c, const ApiClient& api, const std::str
   for (;;) {
     if (outcome.status.is_null()) {
       Answer a = api.Call("GET", StackPath(name));
-      if (a.exit_code == kExitUnreachable && a.http_status == 0 &&
-          ++failures < kMaxPollFailures && Clock::now() < deadline) {
+      if (a.exit_code == kExitUnreachable && a.http_status == 0 && ++failures < kMaxPollFailures &&
+          Clock::now() < deadline) {
         std::this_thread::sleep_for(c.poll_interval);
         continue;
       }
@@ -183,11 +181,12 @@ WaitOutcome WaitFor(const ClientOptions& c, const ApiClient& api, const std::str
       outcome.status = std::move(a.body);
     }
     outcome.check = check(outcome.status);
-    if (outcome.check.state != WaitCheck::kWaiting) return outcome;
+    const bool over = outcome.check.state != WaitCheck::kWaiting;
+    // Done at the first look: nothing to show. Otherwise the progress, to its last state.
+    if (over && !announced) return outcome;
     if (!c.json) {
       if (!announced) {
         *c.out << "waiting (up to " << FormatDuration(timeout) << ")...\n";
-        announced = true;
       }
       std::set<std::string> now_shown;
       for (std::string& line : progress(outcome.status)) {
@@ -197,13 +196,14 @@ WaitOutcome WaitFor(const ClientOptions& c, const ApiClient& api, const std::str
       shown = std::move(now_shown);
       c.out->flush();
     }
+    announced = true;
+    if (over) return outcome;
     Clock::time_point now = Clock::now();
     if (now >= deadline) {
       outcome.timed_out = true;
       return outcome;
     }
-    std::this_thread::sleep_for(
-        std::min<Clock::duration>(c.poll_interval, deadline - now));
+    std::this_thread::sleep_for(std::min<Clock::duration>(c.poll_interval, deadline - now));
     outcome.status = json();
   }
 }
@@ -351,8 +351,8 @@ int RunDown(const ClientOptions& c, const DownOptions& o) {
     *c.out << "removing stack " << o.name << " (its tasks drain first)...\n";
     c.out->flush();
   }
-  Answer a = api.CallWithTimeout(o.timeout, "DELETE",
-                                 StackPath(o.name) + (o.purge ? "?purge=true" : ""));
+  Answer a =
+      api.CallWithTimeout(o.timeout, "DELETE", StackPath(o.name) + (o.purge ? "?purge=true" : ""));
   if (a.transport.code() == StatusCode::kDeadlineExceeded) {
     *c.err << "error: serve did not finish removing stack " << o.name << " within "
            << FormatDuration(o.timeout) << "\n"
@@ -472,9 +472,7 @@ int RunDeploy(const ClientOptions& c, const DeployOptions& o) {
   }
 
   auto check = [&](const json& status) { return CheckDeployDone(status, services, o.version); };
-  auto progress = [&](const json& status) {
-    return DeployProgress(status, services, o.version);
-  };
+  auto progress = [&](const json& status) { return DeployProgress(status, services, o.version); };
   WaitOutcome w = WaitFor(c, api, o.name, o.timeout, json(), check, progress);
   if (w.exit_code != kExitOk) return w.exit_code;
   if (c.json) {
@@ -482,8 +480,8 @@ int RunDeploy(const ClientOptions& c, const DeployOptions& o) {
     PrintJson(c, answer);
   }
   if (w.timed_out) {
-    *c.err << "error: timed out after " << FormatDuration(o.timeout) << " waiting for the deploy of "
-           << o.version << ": " << w.check.detail << "\n"
+    *c.err << "error: timed out after " << FormatDuration(o.timeout)
+           << " waiting for the deploy of " << o.version << ": " << w.check.detail << "\n"
            << "hint: the rollout may still finish: follow it with: bluegreen status " << o.name
            << "\n";
     return kExitFailed;

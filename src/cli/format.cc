@@ -90,7 +90,8 @@ std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
 // "rollout v3: in_progress", "rollout v3: failed: new tasks not healthy", or "" for no rollout.
 std::string RolloutText(const json& rollout) {
   if (!rollout.is_object()) return "";
-  std::string text = "rollout " + Text(Get(rollout, "version")) + ": " + Text(Get(rollout, "state"));
+  std::string text =
+      "rollout " + Text(Get(rollout, "version")) + ": " + Text(Get(rollout, "state"));
   std::string error = Text(Get(rollout, "error"), "");
   if (!error.empty()) text += ": " + error;
   return text;
@@ -174,8 +175,8 @@ ApiError ParseApiError(int http_status, std::string_view body) {
 
 std::string UnreachableMessage(const std::string& api, const Status& status,
                                const std::string& state_dir) {
-  std::string cause = status.code() == StatusCode::kDeadlineExceeded ? "no answer in time"
-                                                                     : status.message();
+  std::string cause =
+      status.code() == StatusCode::kDeadlineExceeded ? "no answer in time" : status.message();
   std::string start = "bluegreen serve --state-dir " + (state_dir.empty() ? "DIR" : state_dir);
   std::string listen = ListenForm(api);
   if (listen != ListenForm(kDefaultApi)) start += " --api " + listen;
@@ -201,7 +202,8 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
     case 409:
       if (command == "up") {
         return "a listener port in the stack file may be used by another stack (see: bluegreen "
-               "stacks), or a rollout is in progress (see: bluegreen status " + name + ")";
+               "stacks), or a rollout is in progress (see: bluegreen status " +
+               name + ")";
       }
       if (command == "versions") {
         return "give this build a new version name, or deploy the registered one without "
@@ -257,8 +259,8 @@ std::string EscapePathSegment(std::string_view segment) {
 }
 
 std::string FormatStatus(const json& status) {
-  std::string out = Text(Get(status, "name"), "?") + " (runtime: " +
-                    Text(Get(status, "runtime"), "?") + ")\n";
+  std::string out =
+      Text(Get(status, "name"), "?") + " (runtime: " + Text(Get(status, "runtime"), "?") + ")\n";
   const json& live = Get(status, "live");
 
   std::vector<std::vector<std::string>> listeners;
@@ -304,9 +306,8 @@ std::string FormatStatus(const json& status) {
     std::string state = Text(Get(t, "state"));
     if (state == "running" || state == "stopped") continue;
     std::string log = Text(Get(t, "log"), "");
-    tasks.push_back({"task " + Text(Get(t, "id")), Text(Get(t, "service")),
-                     Text(Get(t, "version")), state, Text(Get(t, "address")),
-                     log.empty() ? "" : "log " + log});
+    tasks.push_back({"task " + Text(Get(t, "id")), Text(Get(t, "service")), Text(Get(t, "version")),
+                     state, Text(Get(t, "address")), log.empty() ? "" : "log " + log});
   }
   if (!tasks.empty()) out += "  tasks\n" + Table(tasks, "    ");
   return out;
@@ -417,8 +418,8 @@ std::vector<std::string> UpProgress(const json& status) {
     const json& rollout = Get(s, "rollout");
     bool has_version = Get(s, "version").is_string();
     if (!has_version && !RolloutInProgress(rollout)) continue;
-    std::string line = Text(Get(s, "identifier")) + " " + Text(Get(s, "version")) + ": " +
-                       RunningText(s);
+    std::string line =
+        Text(Get(s, "identifier")) + " " + Text(Get(s, "version")) + ": " + RunningText(s);
     if (RolloutInProgress(rollout)) {
       line += ", rollout of " + Text(Get(rollout, "version")) + " in progress";
     }

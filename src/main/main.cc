@@ -66,8 +66,7 @@ void AddClientFlags(CLI::App* command, bluegreen::cli::ClientOptions* options) {
 bool ParseTimeout(const std::string& text, std::chrono::milliseconds* out) {
   auto d = bluegreen::ParseDuration(text);
   if (!d.ok()) {
-    std::cerr << "error: --timeout " << text << ": " << d.status().message()
-              << "\n";
+    std::cerr << "error: --timeout " << text << ": " << d.status().message() << "\n";
     return false;
   }
   *out = *d;
@@ -86,10 +85,10 @@ int main(int argc, char** argv) {
 
   std::string config_path;
   bool check_only = false;
-  CLI::App* proxy = app.add_subcommand(
-      "proxy",
-      "Run the data plane: listeners, target groups, health checks, swaps.\n"
-      "Example: bluegreen proxy --config examples/proxy.yaml");
+  CLI::App* proxy =
+      app.add_subcommand("proxy",
+                         "Run the data plane: listeners, target groups, health checks, swaps.\n"
+                         "Example: bluegreen proxy --config examples/proxy.yaml");
   proxy->add_option("-c,--config", config_path, "proxy config file (YAML)")->required();
   proxy->add_flag("--check", check_only, "validate the config file and exit");
 
@@ -105,11 +104,11 @@ int main(int argc, char** argv) {
   serve->add_option("--state-dir", serve_options.state_dir,
                     "state directory, created if missing (default: $BLUEGREEN_STATE_DIR, else "
                     "/var/lib/bluegreen for root, ~/.local/state/bluegreen for others)");
-  serve->add_option("--api", serve_options.api,
-                    "REST API listen address: HOST:PORT or unix:/path")
+  serve->add_option("--api", serve_options.api, "REST API listen address: HOST:PORT or unix:/path")
       ->capture_default_str();
-  serve->add_option("--proxy-workers", serve_options.proxy_workers,
-                    "worker threads of the proxy (0 = one per core)")
+  serve
+      ->add_option("--proxy-workers", serve_options.proxy_workers,
+                   "worker threads of the proxy (0 = one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
 
@@ -147,8 +146,8 @@ int main(int argc, char** argv) {
   AddClientFlags(down, &client);
 
   std::string status_name;
-  CLI::App* status = app.add_subcommand(
-      "status", "Show a stack: which side is live, services, targets, rollouts");
+  CLI::App* status =
+      app.add_subcommand("status", "Show a stack: which side is live, services, targets, rollouts");
   status->footer(
       "Example:\n"
       "  bluegreen status demo\n"
@@ -167,16 +166,14 @@ int main(int argc, char** argv) {
   bool deploy_no_wait = false;
   std::string deploy_timeout = "10m";
   CLI::App* deploy = app.add_subcommand(
-      "deploy",
-      "Put a version on the side behind the test listener and wait for the rollout");
+      "deploy", "Put a version on the side behind the test listener and wait for the rollout");
   deploy->footer(
       "Example:\n"
       "  bluegreen deploy demo --version v2 --artifact ./build/v2\n"
       "  bluegreen deploy demo --version v2 --image localhost/demo:v2 --no-wait\n"
       "  bluegreen deploy demo --version v1        (a version registered before)");
   deploy->add_option("name", deploy_options.name, "stack name")->required();
-  deploy->add_option("--version", deploy_options.version,
-                     "version name, [A-Za-z0-9._-]{1,64}")
+  deploy->add_option("--version", deploy_options.version, "version name, [A-Za-z0-9._-]{1,64}")
       ->required();
   CLI::Option* artifact = deploy->add_option(
       "--artifact", deploy_options.artifact_dir,

@@ -70,6 +70,25 @@ std::vector<std::string> SplitPath(std::string_view path) {
   return parts;
 }
 
+// "localhost/app:v1" -> "v1"; "app" -> "latest"; characters outside [A-Za-z0-9._-] become '-'.
+std::string ImageVersionName(std::string_view image) {
+  std::string_view tag = "latest";
+  const size_t at = image.find('@');
+  const size_t slash = image.rfind('/');
+  const size_t colon = image.rfind(':');
+  if (at != std::string_view::npos) {
+    tag = image.substr(at + 1);
+  } else if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash)) {
+    tag = image.substr(colon + 1);
+  }
+  std::string out;
+  for (char c : tag.substr(0, 64)) {
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-') ? c
+                                                                                            : '-';
+  }
+  return out.empty() || out == "." || out == ".." ? "latest" : out;
+}
+
 std::string Join(const std::vector<std::string>& v) {
   std::string out;
   for (const std::string& s : v) out += (out.empty() ? "" : " ") + s;
@@ -405,12 +424,51 @@ void Api::PutStack(const std::string& name, const HttpRequest& req, HttpServer::
     if (!st.ok()) return respond(StoreError(st));
     (void)store_->AddEvent(name, before ? "stack_updated" : "stack_created",
                            before ? "stack updated: " + Join(changes) : "stack created");
+    if (std::optional<std::string> v = DeployStackImage(name, *spec)) {
+      changes.push_back(fmt::format("deploy image {} as version {} to Code1 and Code2",
+                                    spec->service.image, *v));
+    }
     reconciler_->Notify();
   }
   Result<json> status = StackStatus(name);
   json out{{"name", name}, {"created", !before}, {"changes", changes}};
   if (status.ok()) out["status"] = *status;
   respond(HttpResponse::Json(before ? 200 : 201, out.dump()));
+}
+
+std::optional<std::string> Api::DeployStackImage(const std::string& name,
+                                                 const stack::StackSpec& spec) {
+  if (spec.service.image.empty() || spec.service.runtime == stack::Runtime::kProcess) {
+    return std::nullopt;
+  }
+  Result<std::vector<store::ServiceRecord>> services = store_->ListServices(name);
+  if (!services.ok()) return std::nullopt;
+  for (const store::ServiceRecord& s : *services) {
+    if (s.version || !s.rollout_state.empty()) return std::nullopt;
+  }
+  store::VersionRecord v;
+  v.stack = name;
+  v.image = spec.service.image;
+  v.version = ImageVersionName(spec.service.image);
+  Status st = store_->PutVersion(v);
+  if (st.code() == StatusCode::kAlreadyExists) {
+    v.version = "image-" + Sha256Hex(v.image).substr(0, 12);
+    st = store_->PutVersion(v);
+  }
+  if (!st.ok()) {
+    spdlog::error("{}: cannot register the stack's image: {}", name, st.message());
+    return std::nullopt;
+  }
+  for (store::ServiceRecord s : *services) {
+    s.rollout_version = v.version;
+    s.rollout_state = "in_progress";
+    s.rollout_started_at = store::NowSeconds();
+    if (!store_->PutService(s).ok()) return std::nullopt;
+  }
+  (void)store_->AddEvent(name, "rollout_started",
+                         fmt::format("putting the stack's image {} (version {}) on Code1 and Code2",
+                                     v.image, v.version));
+  return v.version;
 }
 
 void Api::DeleteStack(const std::string& name, const HttpRequest& req,

@@ -32,6 +32,10 @@ class Api {
   void DeleteStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
   void PostVersion(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
   void PostDeploy(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
+  // A container stack with `service.image` and no version yet gets that image as its first
+  // version, on both services. Returns the version name when it did.
+  std::optional<std::string> DeployStackImage(const std::string& name,
+                                              const stack::StackSpec& spec);
   HttpResponse ListStacks();
   HttpResponse ListVersions(const std::string& name);
   HttpResponse ListEvents(const std::string& name);

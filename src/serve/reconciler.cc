@@ -434,7 +434,8 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
   t.log_path = fmt::format("{}/{}/task-{}.log", paths_.logs_dir(), stack.name, t.id);
 
   runtime::TaskSpec ts;
-  ts.name = fmt::format("bg-{}-{}-{}", stack.name, identifier == "Code1" ? "code1" : "code2", t.id);
+  ts.name = fmt::format("bg-{}-{}-{}-{}", paths_.install_id, stack.name,
+                        identifier == "Code1" ? "code1" : "code2", t.id);
   ts.host_port = t.port;
   ts.env = spec.service.env;
   ts.log_path = t.log_path;

@@ -41,6 +41,7 @@ namespace bluegreen::serve {
 
 struct Paths {
   std::string state_dir;
+  std::string install_id;  // random, per state directory: keeps container names of two serves apart
   std::string proxy_dir() const { return state_dir + "/proxy"; }
   std::string proxy_admin() const { return "unix:" + proxy_dir() + "/admin.sock"; }
   std::string logs_dir() const { return state_dir + "/logs"; }

@@ -105,7 +105,22 @@ int RunServe(const ServeOptions& options) {
     return 1;
   }
 
-  Reconciler reconciler(store->get(), Paths{dir},
+  Result<std::optional<std::string>> install_id = (*store)->GetMeta("install_id");
+  if (!install_id.ok()) {
+    spdlog::error("{}", install_id.status().message());
+    return 1;
+  }
+  if (!install_id->has_value()) {
+    unsigned char raw[4];
+    if (RAND_bytes(raw, sizeof raw) != 1) return 1;
+    *install_id = fmt::format("{:02x}{:02x}{:02x}{:02x}", raw[0], raw[1], raw[2], raw[3]);
+    Status st = (*store)->SetMeta("install_id", **install_id);
+    if (!st.ok()) {
+      spdlog::error("{}", st.message());
+      return 1;
+    }
+  }
+  Reconciler reconciler(store->get(), Paths{dir, **install_id},
                         options.self_binary.empty() ? SelfBinary() : options.self_binary,
                         options.proxy_workers);
   boost::asio::io_context io(1);

@@ -1,0 +1,872 @@
+// Tests of the CLI's client commands (src/cli): the pure functions (exit codes, error texts, the
+// text forms of API answers, the wait conditions) on literal JSON shaped as in docs/api.md, and
+// the commands themselves against a fake serve that answers as docs/api.md says.
+#include "cli/cli.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "common/http_server.h"
+
+namespace bluegreen::cli {
+namespace {
+
+using nlohmann::json;
+
+// A status as docs/api.md shows it, with both target groups and a rollout under way on Code2.
+const json kStatus = json::parse(R"({
+  "name": "demo", "runtime": "process", "live": "Code1",
+  "listeners": [{"name": "production", "port": 8000, "target_group": "demo-blue"},
+                {"name": "test", "port": 8001, "target_group": "demo-green"}],
+  "target_groups": [
+    {"name": "demo-blue", "tags": {"Identifier": "Code1", "Image": "v1", "IsProduction": "true"},
+     "targets": [{"address": "127.0.0.1:41001", "health": "healthy"},
+                 {"address": "127.0.0.1:41002", "health": "healthy"}]},
+    {"name": "demo-green", "tags": {"Identifier": "Code2", "Image": "v2", "IsProduction": "false"},
+     "targets": [{"address": "127.0.0.1:41003", "health": "healthy"},
+                 {"address": "127.0.0.1:41004", "health": "unhealthy"}]}],
+  "services": [
+    {"name": "demo-code1", "identifier": "Code1", "version": "v1",
+     "desired_count": 2, "running_count": 2, "rollout": null},
+    {"name": "demo-code2", "identifier": "Code2", "version": "v2",
+     "desired_count": 2, "running_count": 1,
+     "rollout": {"version": "v3", "state": "in_progress", "error": "", "started_at": 1700000000}}],
+  "tasks": [
+    {"id": 7, "service": "Code1", "version": "v1", "address": "127.0.0.1:41001",
+     "state": "running", "handle": "12345:678901", "log": "/var/lib/bluegreen/logs/demo/7.log"},
+    {"id": 9, "service": "Code2", "version": "v1", "address": "127.0.0.1:41000",
+     "state": "stopped", "handle": "12347:678903", "log": "/var/lib/bluegreen/logs/demo/9.log"},
+    {"id": 11, "service": "Code2", "version": "v3", "address": "127.0.0.1:41005",
+     "state": "starting", "handle": "12349:678905", "log": "/var/lib/bluegreen/logs/demo/11.log"}]
+})");
+
+// A stack just created: no version anywhere (tags.Image may be absent or empty).
+const json kNewStatus = json::parse(R"({
+  "name": "demo", "runtime": "process", "live": "Code1",
+  "listeners": [{"name": "production", "port": 8000, "target_group": "demo-blue"},
+                {"name": "test", "port": 8001, "target_group": "demo-green"}],
+  "target_groups": [
+    {"name": "demo-blue", "tags": {"Identifier": "Code1", "Image": "", "IsProduction": "true"},
+     "targets": []},
+    {"name": "demo-green", "tags": {"Identifier": "Code2", "IsProduction": "false"},
+     "targets": []}],
+  "services": [
+    {"name": "demo-code1", "identifier": "Code1", "version": null,
+     "desired_count": 2, "running_count": 0, "rollout": null},
+    {"name": "demo-code2", "identifier": "Code2", "version": null,
+     "desired_count": 2, "running_count": 0, "rollout": null}],
+  "tasks": []
+})");
+
+// kStatus with Code2's rollout set to `rollout` and its fields changed by `patch`.
+json WithCode2(const json& rollout, const json& patch = json::object()) {
+  json s = kStatus;
+  s["services"][1]["rollout"] = rollout;
+  for (auto it = patch.begin(); it != patch.end(); ++it) s["services"][1][it.key()] = it.value();
+  return s;
+}
+
+TEST(CliExitCodes, HttpStatus) {
+  EXPECT_EQ(ExitCodeForHttpStatus(200), kExitOk);
+  EXPECT_EQ(ExitCodeForHttpStatus(201), kExitOk);
+  EXPECT_EQ(ExitCodeForHttpStatus(202), kExitOk);
+  EXPECT_EQ(ExitCodeForHttpStatus(400), kExitBadInput);
+  EXPECT_EQ(ExitCodeForHttpStatus(413), kExitBadInput);
+  EXPECT_EQ(ExitCodeForHttpStatus(401), kExitUnauthorized);
+  EXPECT_EQ(ExitCodeForHttpStatus(403), kExitUnauthorized);
+  EXPECT_EQ(ExitCodeForHttpStatus(404), kExitNotFound);
+  EXPECT_EQ(ExitCodeForHttpStatus(409), kExitConflict);
+  EXPECT_EQ(ExitCodeForHttpStatus(500), kExitFailed);
+  EXPECT_EQ(ExitCodeForHttpStatus(503), kExitFailed);
+  EXPECT_EQ(ExitCodeForHttpStatus(405), kExitFailed);
+  // The numbers are the contract of docs/cli.md.
+  EXPECT_EQ(kExitOk, 0);
+  EXPECT_EQ(kExitFailed, 1);
+  EXPECT_EQ(kExitBadInput, 2);
+  EXPECT_EQ(kExitNotFound, 3);
+  EXPECT_EQ(kExitUnauthorized, 4);
+  EXPECT_EQ(kExitUnreachable, 5);
+  EXPECT_EQ(kExitConflict, 6);
+}
+
+TEST(CliExitCodes, TransportError) {
+  EXPECT_EQ(ExitCodeForTransportError(Unavailable("connect: Connection refused")),
+            kExitUnreachable);
+  EXPECT_EQ(ExitCodeForTransportError(Status(StatusCode::kDeadlineExceeded, "timed out")),
+            kExitUnreachable);
+  EXPECT_EQ(ExitCodeForTransportError(Internal("not HTTP")), kExitUnreachable);
+  EXPECT_EQ(ExitCodeForTransportError(InvalidArgument("bad address")), kExitBadInput);
+  EXPECT_EQ(ExitCodeForTransportError(Status(StatusCode::kResourceExhausted, "too large")),
+            kExitFailed);
+}
+
+TEST(CliErrors, ParseApiErrorOfTheDocumentedShape) {
+  ApiError e = ParseApiError(
+      400,
+      R"({"error": {"code": "invalid_stack_file", "message": "line 4: service.desired_count: must be 0..100"}})");
+  EXPECT_EQ(e.code, "invalid_stack_file");
+  EXPECT_EQ(e.message, "line 4: service.desired_count: must be 0..100");
+}
+
+TEST(CliErrors, ParseApiErrorOfAnotherShape) {
+  ApiError e = ParseApiError(502, "<html>\nBad Gateway\n</html>");
+  EXPECT_EQ(e.code, "http_502");
+  EXPECT_EQ(e.message, "serve answered HTTP 502: <html> Bad Gateway </html>");
+  EXPECT_EQ(ParseApiError(404, "").message, "serve answered HTTP 404");
+  EXPECT_EQ(ParseApiError(500, R"({"error": "boom"})").message, "boom");
+  EXPECT_EQ(ParseApiError(500, R"({"error": {"code": 5}})").code, "http_500");
+}
+
+TEST(CliErrors, UnreachableSaysWhereAndHowToStartServe) {
+  std::string m = UnreachableMessage("http://127.0.0.1:7070",
+                                     Unavailable("connect to 127.0.0.1: Connection refused"),
+                                     "/home/me/.local/state/bluegreen");
+  EXPECT_EQ(m,
+            "cannot reach bluegreen serve at http://127.0.0.1:7070 (connect to 127.0.0.1: "
+            "Connection refused)\n"
+            "is `bluegreen serve` running? start it with: bluegreen serve --state-dir "
+            "/home/me/.local/state/bluegreen\n"
+            "(or point the CLI at the right address with --api URL or BLUEGREEN_API)");
+  // Another address: the command to start serve listens there.
+  m = UnreachableMessage("127.0.0.1:9000", Status(StatusCode::kDeadlineExceeded, "timed out"),
+                         "/srv/bg");
+  EXPECT_NE(m.find("at 127.0.0.1:9000 (no answer in time)"), std::string::npos) << m;
+  EXPECT_NE(m.find("bluegreen serve --state-dir /srv/bg --api 127.0.0.1:9000\n"), std::string::npos)
+      << m;
+}
+
+TEST(CliErrors, Hints) {
+  EXPECT_NE(HintForApiError("status", "demo", 401, "unauthenticated").find("BLUEGREEN_TOKEN"),
+            std::string::npos);
+  EXPECT_EQ(HintForApiError("status", "demo", 404, "not_found"),
+            "list the stacks with: bluegreen stacks");
+  EXPECT_NE(HintForApiError("deploy", "demo", 404, "not_found").find("--artifact DIR"),
+            std::string::npos);
+  EXPECT_EQ(HintForApiError("deploy", "demo", 409, "conflict"),
+            "a rollout is in progress: follow it with: bluegreen status demo");
+  EXPECT_NE(HintForApiError("up", "demo", 409, "conflict").find("port"), std::string::npos);
+  EXPECT_NE(HintForApiError("versions", "demo", 409, "conflict").find("new version name"),
+            std::string::npos);
+  EXPECT_NE(HintForApiError("up", "demo", 503, "unavailable").find("committed"), std::string::npos);
+  EXPECT_EQ(HintForApiError("up", "demo", 400, "bad_request"), "");
+}
+
+TEST(CliText, PrefixLines) {
+  EXPECT_EQ(PrefixLines("stack.yaml", "line 1: name: bad\nline 4: service.port: bad\n"),
+            "stack.yaml: line 1: name: bad\nstack.yaml: line 4: service.port: bad\n");
+  EXPECT_EQ(PrefixLines("f", "one\r\n\ntwo"), "f: one\nf: two\n");
+  EXPECT_EQ(PrefixLines("f", ""), "");
+}
+
+TEST(CliText, EscapePathSegment) {
+  EXPECT_EQ(EscapePathSegment("demo-1"), "demo-1");
+  EXPECT_EQ(EscapePathSegment("a/b c?"), "a%2Fb%20c%3F");
+  EXPECT_EQ(EscapePathSegment("../x"), "..%2Fx");
+}
+
+TEST(CliFormat, StatusShowsWhichSideIsLive) {
+  EXPECT_EQ(FormatStatus(kStatus),
+            "demo (runtime: process)\n"
+            "  production  :8000  -> demo-blue   Code1  v1  LIVE\n"
+            "  test        :8001  -> demo-green  Code2  v2\n"
+            "  services\n"
+            "    Code1  v1  2/2 running\n"
+            "    Code2  v2  1/2 running  rollout v3: in_progress\n"
+            "  targets\n"
+            "    demo-blue   127.0.0.1:41001  healthy\n"
+            "    demo-blue   127.0.0.1:41002  healthy\n"
+            "    demo-green  127.0.0.1:41003  healthy\n"
+            "    demo-green  127.0.0.1:41004  unhealthy\n"
+            "  tasks\n"
+            "    task 11  Code2  v3  starting  127.0.0.1:41005  log "
+            "/var/lib/bluegreen/logs/demo/11.log\n");
+}
+
+TEST(CliFormat, StatusAfterASwap) {
+  // After a swap production points at demo-green and Code2 is live.
+  json s = kStatus;
+  s["live"] = "Code2";
+  s["listeners"][0]["target_group"] = "demo-green";
+  s["listeners"][1]["target_group"] = "demo-blue";
+  s["services"][1]["rollout"] = nullptr;
+  s["tasks"] = json::array();
+  std::string text = FormatStatus(s);
+  EXPECT_NE(text.find("  production  :8000  -> demo-green  Code2  v2  LIVE\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("  test        :8001  -> demo-blue   Code1  v1\n"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("tasks"), std::string::npos) << text;
+}
+
+TEST(CliFormat, StatusBeforeTheFirstDeploy) {
+  EXPECT_EQ(FormatStatus(kNewStatus),
+            "demo (runtime: process)\n"
+            "  production  :8000  -> demo-blue   Code1  -  LIVE\n"
+            "  test        :8001  -> demo-green  Code2  -\n"
+            "  services\n"
+            "    Code1  -  0/2 running\n"
+            "    Code2  -  0/2 running\n"
+            "  targets\n"
+            "    demo-blue   no targets\n"
+            "    demo-green  no targets\n");
+}
+
+TEST(CliFormat, StatusWithAFailedRollout) {
+  json s = WithCode2({{"version", "v3"},
+                      {"state", "failed"},
+                      {"error", "0 of 2 new tasks were healthy after 5m"},
+                      {"started_at", 1700000000}});
+  EXPECT_NE(FormatStatus(s).find("    Code2  v2  1/2 running  rollout v3: failed: 0 of 2 new "
+                                 "tasks were healthy after 5m\n"),
+            std::string::npos)
+      << FormatStatus(s);
+}
+
+TEST(CliFormat, StatusOfUnexpectedShapesDoesNotThrow) {
+  EXPECT_EQ(FormatStatus(json()), "? (runtime: ?)\n  no listeners\n");
+  EXPECT_EQ(FormatStatus(json::array({1, 2})), "? (runtime: ?)\n  no listeners\n");
+  json odd = json::parse(R"({"name": 5, "listeners": [7, {"port": "x"}], "services": [null],
+                             "target_groups": {"a": 1}, "tasks": [{"state": 3}]})");
+  EXPECT_NO_THROW(FormatStatus(odd));
+}
+
+TEST(CliFormat, Stacks) {
+  json answer = json::parse(R"({"stacks": [
+    {"name": "demo", "runtime": "process", "live": "Code1", "production_port": 8000,
+     "test_port": 8001,
+     "services": [{"identifier": "Code1", "version": "v1", "desired_count": 2, "running_count": 2},
+                  {"identifier": "Code2", "version": "v2", "desired_count": 2, "running_count": 1}]},
+    {"name": "shop", "runtime": "podman", "live": "Code2", "production_port": 80,
+     "test_port": 8080,
+     "services": [{"identifier": "Code1", "version": null, "desired_count": 1, "running_count": 0},
+                  {"identifier": "Code2", "version": null, "desired_count": 1, "running_count": 0}]}
+  ]})");
+  EXPECT_EQ(FormatStacks(answer),
+            "NAME  LIVE      PROD  TEST  SERVICES\n"
+            "demo  Code1 v1  8000  8001  Code1 v1 2/2, Code2 v2 1/2\n"
+            "shop  Code2     80    8080  Code1 - 0/1, Code2 - 0/1\n");
+  EXPECT_EQ(FormatStacks(json::parse(R"({"stacks": []})")),
+            "no stacks yet: create one with bluegreen up -f stack.yaml\n");
+  EXPECT_EQ(FormatStacks(json()), "no stacks yet: create one with bluegreen up -f stack.yaml\n");
+}
+
+TEST(CliFormat, UpAnswer) {
+  EXPECT_EQ(FormatUpAnswer(json::parse(R"({"name": "demo", "created": true,
+      "changes": ["create listener production on port 8000 -> demo-blue",
+                  "create listener test on port 8001 -> demo-green"], "status": {}})")),
+            "created stack demo\n"
+            "  + create listener production on port 8000 -> demo-blue\n"
+            "  + create listener test on port 8001 -> demo-green\n");
+  EXPECT_EQ(
+      FormatUpAnswer(json::parse(
+          R"({"name": "demo", "created": false, "changes": ["services: desired_count 2 -> 3"]})")),
+      "updated stack demo\n  + services: desired_count 2 -> 3\n");
+  EXPECT_EQ(FormatUpAnswer(json::parse(R"({"name": "demo", "created": false, "changes": []})")),
+            "stack demo is up to date\n");
+}
+
+TEST(CliFormat, DownAnswer) {
+  EXPECT_EQ(FormatDownAnswer(json::parse(R"({"name": "demo", "removed": true, "purged": false})")),
+            "removed stack demo (history kept; --purge to delete it)\n");
+  EXPECT_EQ(FormatDownAnswer(json::parse(R"({"name": "demo", "removed": true, "purged": true})")),
+            "removed stack demo and its history (versions, events)\n");
+}
+
+TEST(CliWait, UpWithNoVersionHasNothingToWaitFor) {
+  EXPECT_EQ(CheckUpDone(kNewStatus).state, WaitCheck::kNoVersion);
+  EXPECT_TRUE(UpProgress(kNewStatus).empty());
+}
+
+TEST(CliWait, UpWaitsForCountsAndRollouts) {
+  WaitCheck c = CheckUpDone(kStatus);
+  EXPECT_EQ(c.state, WaitCheck::kWaiting);
+  EXPECT_EQ(c.detail, "Code2: rollout of v3 in progress; Code2 v2: 1/2 running");
+  EXPECT_EQ(UpProgress(kStatus),
+            (std::vector<std::string>{"Code1 v1: 2/2 running",
+                                      "Code2 v2: 1/2 running, rollout of v3 in progress"}));
+
+  // Counts reached but the rollout still runs: waiting.
+  c = CheckUpDone(WithCode2(kStatus["services"][1]["rollout"], {{"running_count", 2}}));
+  EXPECT_EQ(c.state, WaitCheck::kWaiting);
+  EXPECT_EQ(c.detail, "Code2: rollout of v3 in progress");
+
+  EXPECT_EQ(CheckUpDone(WithCode2(nullptr, {{"running_count", 2}})).state, WaitCheck::kDone);
+  // A failed rollout is over: the old version serves, which is what `up` waits for.
+  json failed = {{"version", "v3"}, {"state", "failed"}, {"error", "x"}, {"started_at", 1}};
+  EXPECT_EQ(CheckUpDone(WithCode2(failed, {{"running_count", 2}})).state, WaitCheck::kDone);
+
+  // The first deploy under way: no version yet, but a rollout to wait for.
+  json first = kNewStatus;
+  first["services"][0]["rollout"] = {{"version", "v1"}, {"state", "in_progress"}};
+  EXPECT_EQ(CheckUpDone(first).state, WaitCheck::kWaiting);
+}
+
+TEST(CliWait, DeployDoneWhenTheServicesRunTheVersion) {
+  const std::vector<std::string> code2 = {"Code2"};
+  WaitCheck c = CheckDeployDone(kStatus, code2, "v3");
+  EXPECT_EQ(c.state, WaitCheck::kWaiting);
+  EXPECT_EQ(c.detail, "Code2: rollout of v3 in progress");
+  EXPECT_EQ(DeployProgress(kStatus, code2, "v3"),
+            std::vector<std::string>{"Code2 v3: 0/2 running, 1 starting"});
+
+  json done = WithCode2(nullptr, {{"version", "v3"}, {"running_count", 2}});
+  EXPECT_EQ(CheckDeployDone(done, code2, "v3").state, WaitCheck::kDone);
+
+  // Before serve has started the rollout: still the old version, no rollout.
+  c = CheckDeployDone(WithCode2(nullptr), code2, "v3");
+  EXPECT_EQ(c.state, WaitCheck::kWaiting);
+  EXPECT_EQ(c.detail, "Code2: runs v2, not v3");
+
+  // A service the status does not have.
+  c = CheckDeployDone(kStatus, {"Code3"}, "v3");
+  EXPECT_EQ(c.state, WaitCheck::kWaiting);
+  EXPECT_EQ(c.detail, "Code3: not in the stack's status");
+}
+
+TEST(CliWait, DeployFailedWhenItsRolloutFailed) {
+  const std::vector<std::string> code2 = {"Code2"};
+  json failed = WithCode2({{"version", "v3"},
+                           {"state", "failed"},
+                           {"error", "0 of 2 new tasks were healthy"},
+                           {"started_at", 1}});
+  WaitCheck c = CheckDeployDone(failed, code2, "v3");
+  EXPECT_EQ(c.state, WaitCheck::kFailed);
+  EXPECT_EQ(c.detail, "Code2: 0 of 2 new tasks were healthy");
+  EXPECT_EQ(DeployProgress(failed, code2, "v3"),
+            std::vector<std::string>{"Code2 v3: 0/2 running, 1 starting, rollout failed"});
+  // The failure of an older rollout is not this deploy's.
+  EXPECT_EQ(CheckDeployDone(failed, code2, "v4").state, WaitCheck::kWaiting);
+}
+
+TEST(CliWait, FirstDeployPutsTheVersionOnBothServices) {
+  const std::vector<std::string> both = {"Code1", "Code2"};
+  json s = kNewStatus;
+  for (json& svc : s["services"]) svc["rollout"] = {{"version", "v1"}, {"state", "in_progress"}};
+  EXPECT_EQ(CheckDeployDone(s, both, "v1").state, WaitCheck::kWaiting);
+  for (json& svc : s["services"]) {
+    svc["rollout"] = nullptr;
+    svc["version"] = "v1";
+  }
+  s["services"][0]["rollout"] = nullptr;
+  EXPECT_EQ(CheckDeployDone(s, both, "v1").state, WaitCheck::kDone);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "bg-cli-XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& text) const {
+    std::string p = path_ + "/" + name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+TEST(CliToken, EnvironmentFirstThenTheFile) {
+  TempDir dir;
+  dir.Write("admin.token", "bg_filetoken\n");
+  Result<std::string> t = LoadToken("  bg_envtoken \n", dir.path());
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "bg_envtoken");
+  t = LoadToken("", dir.path());
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "bg_filetoken");
+  t = LoadToken("   ", dir.path());
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "bg_filetoken");
+}
+
+TEST(CliToken, NeitherSaysBoth) {
+  TempDir dir;
+  Result<std::string> t = LoadToken("", dir.path());
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(t.status().message().find("BLUEGREEN_TOKEN"), std::string::npos);
+  EXPECT_NE(t.status().message().find(dir.path() + "/admin.token does not exist"),
+            std::string::npos)
+      << t.status().message();
+
+  dir.Write("admin.token", " \n");
+  t = LoadToken("", dir.path());
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("admin.token is empty"), std::string::npos);
+}
+
+// A stand-in for `bluegreen serve`: answers with `handler` on its own thread and records every
+// request.
+class FakeServe {
+ public:
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  explicit FakeServe(Handler handler)
+      : handler_(std::move(handler)),
+        server_(io_, [this](const HttpRequest& request, HttpServer::Respond respond) {
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            requests_.push_back(request);
+          }
+          respond(handler_(request));
+        }) {
+    Status st = server_.Listen("127.0.0.1:0");
+    EXPECT_TRUE(st.ok()) << st.message();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~FakeServe() {
+    io_.stop();
+    thread_.join();
+  }
+
+  std::string address() const { return "http://" + server_.address(); }
+  std::vector<HttpRequest> requests() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return requests_;
+  }
+
+ private:
+  boost::asio::io_context io_;
+  Handler handler_;
+  HttpServer server_;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  std::vector<HttpRequest> requests_;
+};
+
+HttpResponse ApiErrorResponse(int status, const std::string& code, const std::string& message) {
+  return HttpResponse::Json(status, json{{"error", {{"code", code}, {"message", message}}}}.dump());
+}
+
+constexpr char kStackFile[] = R"(name: demo
+source:
+  repo: /srv/git/demo.git
+service:
+  command: ["./server", "--port", "${PORT}"]
+  desired_count: 2
+load_balancer:
+  production: {port: 8000}
+  test: {port: 8001}
+)";
+
+class CliCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::setenv("BLUEGREEN_TOKEN", "bg_test", 1);
+    client_.state_dir = dir_.path();
+    client_.out = &out_;
+    client_.err = &err_;
+    client_.poll_interval = std::chrono::milliseconds(5);
+    client_.request_timeout = std::chrono::seconds(5);
+  }
+  void TearDown() override { ::unsetenv("BLUEGREEN_TOKEN"); }
+
+  TempDir dir_;
+  ClientOptions client_;
+  std::ostringstream out_;
+  std::ostringstream err_;
+};
+
+TEST_F(CliCommandTest, StatusSendsTheTokenAndPrintsText) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(200, kStatus.dump()); });
+  client_.api = serve.address();
+  EXPECT_EQ(RunStatus(client_, "demo"), kExitOk);
+  EXPECT_EQ(out_.str(), FormatStatus(kStatus));
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "GET");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo");
+  EXPECT_EQ(r[0].Header("Authorization"), "Bearer bg_test");
+}
+
+TEST_F(CliCommandTest, StatusJsonIsTheServersJsonIndented) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(200, kStatus.dump()); });
+  client_.api = serve.address();
+  client_.json = true;
+  EXPECT_EQ(RunStatus(client_, "demo"), kExitOk);
+  EXPECT_EQ(out_.str(), kStatus.dump(2) + "\n");
+}
+
+TEST_F(CliCommandTest, NotFoundIsExit3WithTheServersMessage) {
+  FakeServe serve(
+      [](const HttpRequest&) { return ApiErrorResponse(404, "not_found", "no stack named nope"); });
+  client_.api = serve.address();
+  EXPECT_EQ(RunStatus(client_, "nope"), kExitNotFound);
+  EXPECT_EQ(err_.str(),
+            "error: no stack named nope\nhint: list the stacks with: bluegreen stacks\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CliCommandTest, RefusedTokenIsExit4AndSaysWhereTheTokenCameFrom) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(401, "unauthenticated", "a valid token is needed");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunStacks(client_), kExitUnauthorized);
+  EXPECT_NE(err_.str().find("error: a valid token is needed\n"), std::string::npos);
+  EXPECT_NE(err_.str().find("hint: the token was read from $BLUEGREEN_TOKEN;"), std::string::npos)
+      << err_.str();
+}
+
+TEST_F(CliCommandTest, NoTokenIsExit4WithoutACall) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(200, "{}"); });
+  client_.api = serve.address();
+  ::unsetenv("BLUEGREEN_TOKEN");
+  EXPECT_EQ(RunStacks(client_), kExitUnauthorized);
+  EXPECT_NE(err_.str().find("BLUEGREEN_TOKEN is not set and " + dir_.path() + "/admin.token"),
+            std::string::npos)
+      << err_.str();
+  EXPECT_TRUE(serve.requests().empty());
+}
+
+TEST_F(CliCommandTest, UnreachableIsExit5AndSaysHowToStartServe) {
+  // A port nobody listens on: bind one, then close it.
+  std::string address;
+  {
+    boost::asio::io_context io;
+    HttpServer probe(io, [](const HttpRequest&, HttpServer::Respond) {});
+    ASSERT_TRUE(probe.Listen("127.0.0.1:0").ok());
+    address = probe.address();
+    probe.Close();
+  }
+  client_.api = address;
+  EXPECT_EQ(RunStacks(client_), kExitUnreachable);
+  EXPECT_NE(err_.str().find("error: cannot reach bluegreen serve at " + address), std::string::npos)
+      << err_.str();
+  EXPECT_NE(err_.str().find("is `bluegreen serve` running? start it with: bluegreen serve "
+                            "--state-dir " +
+                            dir_.path()),
+            std::string::npos)
+      << err_.str();
+}
+
+TEST_F(CliCommandTest, StacksTable) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(200, R"({"stacks": []})"); });
+  client_.api = serve.address();
+  EXPECT_EQ(RunStacks(client_), kExitOk);
+  EXPECT_EQ(out_.str(), "no stacks yet: create one with bluegreen up -f stack.yaml\n");
+  EXPECT_EQ(serve.requests().at(0).target, "/api/v1/stacks");
+}
+
+TEST_F(CliCommandTest, UpInvalidFileIsExit2WithoutACall) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(500, "{}"); });
+  client_.api = serve.address();
+  std::string file = dir_.Write("stack.yaml", "name: Demo\n");
+  EXPECT_EQ(RunUp(client_, UpOptions{file, true}), kExitBadInput);
+  EXPECT_NE(err_.str().find(file + ": line 1: name: "), std::string::npos) << err_.str();
+  EXPECT_NE(err_.str().find(file + ": line 1: load_balancer: "), std::string::npos) << err_.str();
+  EXPECT_TRUE(serve.requests().empty());
+}
+
+TEST_F(CliCommandTest, UpMissingFileIsExit2WithThePath) {
+  EXPECT_EQ(RunUp(client_, UpOptions{dir_.path() + "/nope.yaml", true}), kExitBadInput);
+  EXPECT_EQ(err_.str(), "error: cannot read stack file " + dir_.path() +
+                            "/nope.yaml: No such file or directory\n");
+}
+
+TEST_F(CliCommandTest, UpRefusedByServeShowsEachProblemWithTheFileName) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(400, "invalid_stack_file",
+                            "line 6: service.desired_count: too many\nline 8: x: bad");
+  });
+  client_.api = serve.address();
+  std::string file = dir_.Write("stack.yaml", kStackFile);
+  EXPECT_EQ(RunUp(client_, UpOptions{file, true}), kExitBadInput);
+  EXPECT_NE(err_.str().find(file + ": line 6: service.desired_count: too many\n" + file +
+                            ": line 8: x: bad\n"),
+            std::string::npos)
+      << err_.str();
+}
+
+TEST_F(CliCommandTest, UpPortConflictIsExit6) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(409, "conflict", "port 8000 is already a listener of stack shop");
+  });
+  client_.api = serve.address();
+  std::string file = dir_.Write("stack.yaml", kStackFile);
+  EXPECT_EQ(RunUp(client_, UpOptions{file, true}), kExitConflict);
+  EXPECT_NE(err_.str().find("error: port 8000 is already a listener of stack shop\nhint: "),
+            std::string::npos)
+      << err_.str();
+}
+
+TEST_F(CliCommandTest, UpPutsTheFileAndSaysThereIsNoVersionYet) {
+  FakeServe serve([](const HttpRequest&) {
+    json answer = {{"name", "demo"},
+                   {"created", true},
+                   {"changes", {"create listener production on port 8000 -> demo-blue"}},
+                   {"status", kNewStatus}};
+    return HttpResponse::Json(201, answer.dump());
+  });
+  client_.api = serve.address();
+  std::string file = dir_.Write("stack.yaml", kStackFile);
+  EXPECT_EQ(RunUp(client_, UpOptions{file, true}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "created stack demo\n"
+            "  + create listener production on port 8000 -> demo-blue\n"
+            "no version deployed yet: run `bluegreen deploy demo --version V --artifact DIR` (or "
+            "push a commit when the pipeline is set up)\n");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "PUT");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo");
+  EXPECT_EQ(r[0].body, kStackFile);
+  EXPECT_EQ(r[0].Header("Content-Type"), "application/yaml");
+}
+
+TEST_F(CliCommandTest, UpWaitsUntilTheTasksRun) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    json s = WithCode2(nullptr, {{"running_count", 0}});
+    if (r.method == "PUT") {
+      return HttpResponse::Json(
+          200, json{{"name", "demo"}, {"created", false}, {"changes", json::array()}, {"status", s}}
+                   .dump());
+    }
+    int n = ++polls;
+    s["services"][1]["running_count"] = n >= 3 ? 2 : 1;
+    return HttpResponse::Json(200, s.dump());
+  });
+  client_.api = serve.address();
+  std::string file = dir_.Write("stack.yaml", kStackFile);
+  EXPECT_EQ(RunUp(client_, UpOptions{file, true}), kExitOk) << err_.str();
+  std::string out = out_.str();
+  EXPECT_EQ(out.find("stack demo is up to date\nwaiting (up to 5m)...\n"
+                     "  Code1 v1: 2/2 running\n"
+                     "  Code2 v2: 0/2 running\n"
+                     "  Code2 v2: 1/2 running\n"
+                     "  Code2 v2: 2/2 running\n"
+                     "demo (runtime: process)\n"),
+            0u)
+      << out;
+  EXPECT_EQ(polls.load(), 3);
+}
+
+TEST_F(CliCommandTest, UpTimesOutSayingWhatIsMissing) {
+  FakeServe serve([](const HttpRequest& r) {
+    json s = WithCode2(nullptr, {{"running_count", 1}});
+    if (r.method == "PUT") {
+      return HttpResponse::Json(
+          200, json{{"name", "demo"}, {"created", false}, {"changes", json::array()}, {"status", s}}
+                   .dump());
+    }
+    return HttpResponse::Json(200, s.dump());
+  });
+  client_.api = serve.address();
+  std::string file = dir_.Write("stack.yaml", kStackFile);
+  UpOptions up{file, true, std::chrono::milliseconds(50)};
+  EXPECT_EQ(RunUp(client_, up), kExitFailed);
+  EXPECT_NE(err_.str().find("error: timed out after 50ms waiting for stack demo: Code2 v2: 1/2 "
+                            "running\n"),
+            std::string::npos)
+      << err_.str();
+}
+
+TEST_F(CliCommandTest, UpJsonIsThePutAnswerWithTheLastStatus) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    json s = WithCode2(nullptr, {{"running_count", 1}});
+    if (r.method == "PUT") {
+      return HttpResponse::Json(
+          200, json{{"name", "demo"}, {"created", false}, {"changes", json::array()}, {"status", s}}
+                   .dump());
+    }
+    ++polls;
+    s["services"][1]["running_count"] = 2;
+    return HttpResponse::Json(200, s.dump());
+  });
+  client_.api = serve.address();
+  client_.json = true;
+  std::string file = dir_.Write("stack.yaml", kStackFile);
+  EXPECT_EQ(RunUp(client_, UpOptions{file, true}), kExitOk) << err_.str();
+  json printed = json::parse(out_.str());
+  EXPECT_EQ(printed["name"], "demo");
+  EXPECT_EQ(printed["status"]["services"][1]["running_count"], 2);
+  EXPECT_EQ(polls.load(), 1);
+}
+
+TEST_F(CliCommandTest, DownWithPurge) {
+  FakeServe serve([](const HttpRequest&) {
+    return HttpResponse::Json(200, R"({"name": "demo", "removed": true, "purged": true})");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunDown(client_, DownOptions{"demo", true}), kExitOk);
+  EXPECT_EQ(out_.str(),
+            "removing stack demo (its tasks drain first)...\n"
+            "removed stack demo and its history (versions, events)\n");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "DELETE");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo?purge=true");
+}
+
+// A serve that takes a version, starts a rollout of it on Code2 and reports `final_rollout`
+// after two polls (null: done).
+HttpResponse DeployServe(const HttpRequest& r, std::atomic<int>* polls, const json& final_rollout) {
+  if (r.method == "POST" && r.path == "/api/v1/stacks/demo/versions") {
+    json v = json::parse(r.body);
+    v["image"] = "";
+    return HttpResponse::Json(201, v.dump());
+  }
+  if (r.method == "POST" && r.path == "/api/v1/stacks/demo/deploy") {
+    return HttpResponse::Json(
+        202, json{{"name", "demo"}, {"version", "v3"}, {"services", {"Code2"}}}.dump());
+  }
+  json s = kStatus;
+  if (++*polls >= 3) {
+    s["services"][1]["rollout"] = final_rollout;
+    if (final_rollout.is_null()) {
+      s["services"][1]["version"] = "v3";
+      s["tasks"][2]["state"] = "running";
+    }
+  }
+  return HttpResponse::Json(200, s.dump());
+}
+
+TEST_F(CliCommandTest, DeployRegistersDeploysAndWaits) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) { return DeployServe(r, &polls, nullptr); });
+  client_.api = serve.address();
+  std::filesystem::create_directory(dir_.path() + "/build");
+  std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir_.path());
+  DeployOptions d;
+  d.name = "demo";
+  d.version = "v3";
+  d.artifact_dir = "build/";
+  int rc = RunDeploy(client_, d);
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(rc, kExitOk) << err_.str();
+
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_GE(r.size(), 3u);
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/versions");
+  EXPECT_EQ(json::parse(r[0].body),
+            (json{{"version", "v3"}, {"artifact_dir", dir_.path() + "/build"}}));
+  EXPECT_EQ(r[0].Header("Content-Type"), "application/json");
+  EXPECT_EQ(r[1].target, "/api/v1/stacks/demo/deploy");
+  EXPECT_EQ(json::parse(r[1].body), (json{{"version", "v3"}}));
+  EXPECT_EQ(r[2].method, "GET");
+  EXPECT_EQ(r[2].target, "/api/v1/stacks/demo");
+
+  std::string out = out_.str();
+  EXPECT_EQ(out.find("registered version v3 (artifact " + dir_.path() +
+                     "/build)\n"
+                     "deploying v3 to Code2 (the side behind the test listener)\n"
+                     "waiting (up to 10m)...\n"
+                     "  Code2 v3: 0/2 running, 1 starting\n"
+                     "  Code2 v3: 1/2 running\n"
+                     "deployed v3 to Code2\n"
+                     "demo (runtime: process)\n"),
+            0u)
+      << out;
+}
+
+TEST_F(CliCommandTest, DeployOfARegisteredVersionOnlyDeploys) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) { return DeployServe(r, &polls, nullptr); });
+  client_.api = serve.address();
+  DeployOptions d;
+  d.name = "demo";
+  d.version = "v3";
+  d.wait = false;
+  EXPECT_EQ(RunDeploy(client_, d), kExitOk) << err_.str();
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/deploy");
+  EXPECT_EQ(out_.str(),
+            "deploying v3 to Code2 (the side behind the test listener)\n"
+            "follow it with: bluegreen status demo\n");
+}
+
+TEST_F(CliCommandTest, DeployFailedRolloutIsExit1WithItsErrorAndLogs) {
+  std::atomic<int> polls{0};
+  json failed = {{"version", "v3"},
+                 {"state", "failed"},
+                 {"error", "0 of 2 new tasks were healthy after the deploy timeout (5m)"},
+                 {"started_at", 1700000000}};
+  FakeServe serve([&](const HttpRequest& r) { return DeployServe(r, &polls, failed); });
+  client_.api = serve.address();
+  DeployOptions d;
+  d.name = "demo";
+  d.version = "v3";
+  d.image = "localhost/demo:v3";
+  EXPECT_EQ(RunDeploy(client_, d), kExitFailed);
+  EXPECT_EQ(err_.str(),
+            "error: the deploy of v3 failed: Code2: 0 of 2 new tasks were healthy after the "
+            "deploy timeout (5m)\n"
+            "hint: the new tasks' logs: /var/lib/bluegreen/logs/demo/11.log\n");
+  EXPECT_EQ(json::parse(serve.requests().at(0).body),
+            (json{{"version", "v3"}, {"image", "localhost/demo:v3"}}));
+}
+
+TEST_F(CliCommandTest, DeployJsonIsTheDeployAnswerWithTheLastStatus) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) { return DeployServe(r, &polls, nullptr); });
+  client_.api = serve.address();
+  client_.json = true;
+  DeployOptions d;
+  d.name = "demo";
+  d.version = "v3";
+  EXPECT_EQ(RunDeploy(client_, d), kExitOk) << err_.str();
+  json printed = json::parse(out_.str());
+  EXPECT_EQ(printed["version"], "v3");
+  EXPECT_EQ(printed["services"], json::array({"Code2"}));
+  EXPECT_EQ(printed["status"]["services"][1]["version"], "v3");
+}
+
+TEST_F(CliCommandTest, DeployConflictIsExit6) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(409, "conflict",
+                            "Code2 is already rolling out version v2; wait for it");
+  });
+  client_.api = serve.address();
+  DeployOptions d;
+  d.name = "demo";
+  d.version = "v3";
+  EXPECT_EQ(RunDeploy(client_, d), kExitConflict);
+  EXPECT_EQ(err_.str(),
+            "error: Code2 is already rolling out version v2; wait for it\n"
+            "hint: a rollout is in progress: follow it with: bluegreen status demo\n");
+}
+
+TEST_F(CliCommandTest, DeployTimesOut) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    json in_progress = {{"version", "v3"}, {"state", "in_progress"}};
+    return DeployServe(r, &polls, in_progress);
+  });
+  client_.api = serve.address();
+  DeployOptions d;
+  d.name = "demo";
+  d.version = "v3";
+  d.timeout = std::chrono::milliseconds(50);
+  EXPECT_EQ(RunDeploy(client_, d), kExitFailed);
+  EXPECT_NE(err_.str().find("error: timed out after 50ms waiting for the deploy of v3: Code2: "
+                            "rollout of v3 in progress\n"),
+            std::string::npos)
+      << err_.str();
+}
+
+}  // namespace
+}  // namespace bluegreen::cli
