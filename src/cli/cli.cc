@@ -250,10 +250,11 @@ Result<std::string> LoadToken(std::string_view env_token, const std::string& sta
   std::string token = TrimSpace(env_token);
   if (!token.empty()) return token;
   std::string path = (std::filesystem::path(state_dir) / "admin.token").string();
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
   std::string why;
   if (!in) {
-    int err = errno;
+    int err = errno != 0 ? errno : EIO;
     why = err == ENOENT ? path + " does not exist (serve writes it on its first start)"
                         : path + " cannot be read (" + std::strerror(err) + ")";
   } else {
@@ -275,9 +276,11 @@ int RunUp(const ClientOptions& c, const UpOptions& o) {
     *c.err << "error: cannot read stack file " << o.file << ": it is a directory\n";
     return kExitBadInput;
   }
+  errno = 0;
   std::ifstream in(o.file, std::ios::binary);
   if (!in) {
-    *c.err << "error: cannot read stack file " << o.file << ": " << std::strerror(errno) << "\n";
+    *c.err << "error: cannot read stack file " << o.file << ": "
+           << (errno != 0 ? std::strerror(errno) : "cannot open it") << "\n";
     return kExitBadInput;
   }
   std::stringstream buffer;
@@ -330,6 +333,12 @@ int RunUp(const ClientOptions& c, const UpOptions& o) {
            << name << ": " << w.check.detail << "\n"
            << "hint: see what the tasks are doing (their logs are listed there): bluegreen status "
            << name << "\n";
+    return kExitFailed;
+  }
+  if (w.check.state == WaitCheck::kFailed) {
+    *c.err << "error: stack " << name << " has no version running: " << w.check.detail << "\n"
+           << "hint: after fixing the cause, deploy again: bluegreen deploy " << name
+           << " --version V (see: bluegreen status " << name << ")\n";
     return kExitFailed;
   }
   if (w.check.state == WaitCheck::kNoVersion) {

@@ -149,7 +149,8 @@ struct WaitCheck {
 };
 
 // `up`: done when every service whose version is not null has running_count == desired_count
-// and no service has a rollout in progress.
+// and no service has a rollout in progress; failed when, with no rollout in progress, a service
+// has no version because its first rollout failed (e.g. the stack's image did not start).
 WaitCheck CheckUpDone(const nlohmann::json& status);
 // `deploy`: done when every service in `services` (identifiers) has version == `version` and no
 // rollout; failed when one of them has a failed rollout of `version`.

@@ -361,9 +361,16 @@ WaitCheck CheckUpDone(const json& status) {
   bool any_version = false;
   bool any_rollout = false;
   std::vector<std::string> missing;
+  std::vector<std::string> failed;
   for (const json& s : Array(Get(status, "services"))) {
     std::string identifier = Text(Get(s, "identifier"));
     const json& rollout = Get(s, "rollout");
+    if (!Get(s, "version").is_string() && rollout.is_object() &&
+        Text(Get(rollout, "state"), "") == "failed") {
+      std::string error = Text(Get(rollout, "error"), "");
+      failed.push_back(identifier + ": the rollout of " + Text(Get(rollout, "version")) +
+                       " failed" + (error.empty() ? "" : ": " + error));
+    }
     if (RolloutInProgress(rollout)) {
       any_rollout = true;
       missing.push_back(identifier + ": rollout of " + Text(Get(rollout, "version")) +
@@ -375,6 +382,7 @@ WaitCheck CheckUpDone(const json& status) {
       missing.push_back(identifier + " " + Text(Get(s, "version")) + ": " + RunningText(s));
     }
   }
+  if (!failed.empty() && !any_rollout) return {WaitCheck::kFailed, Join(failed, "; ")};
   if (!any_version && !any_rollout) return {WaitCheck::kNoVersion, ""};
   if (missing.empty()) return {WaitCheck::kDone, ""};
   return {WaitCheck::kWaiting, Join(missing, "; ")};

@@ -85,10 +85,10 @@ int main(int argc, char** argv) {
 
   std::string config_path;
   bool check_only = false;
-  CLI::App* proxy =
-      app.add_subcommand("proxy",
-                         "Run the data plane: listeners, target groups, health checks, swaps.\n"
-                         "Example: bluegreen proxy --config examples/proxy.yaml");
+  CLI::App* proxy = app.add_subcommand(
+      "proxy",
+      "Run the data plane: listeners, target groups, health checks, swaps.\n"
+      "Example: bluegreen proxy --config examples/proxy.yaml");
   proxy->add_option("-c,--config", config_path, "proxy config file (YAML)")->required();
   proxy->add_flag("--check", check_only, "validate the config file and exit");
 

@@ -310,8 +310,17 @@ TEST(CliWait, UpWaitsForCountsAndRollouts) {
 
   // The first deploy under way: no version yet, but a rollout to wait for.
   json first = kNewStatus;
-  first["services"][0]["rollout"] = {{"version", "v1"}, {"state", "in_progress"}};
+  for (json& svc : first["services"])
+    svc["rollout"] = {{"version", "v1"}, {"state", "in_progress"}};
   EXPECT_EQ(CheckUpDone(first).state, WaitCheck::kWaiting);
+  // One side failed, the other still tries: waiting.
+  first["services"][0]["rollout"] = {{"version", "v1"}, {"state", "failed"}, {"error", "crashed"}};
+  EXPECT_EQ(CheckUpDone(first).state, WaitCheck::kWaiting);
+  // Both failed: nothing runs, and nothing will without a new deploy.
+  first["services"][1]["rollout"] = {{"version", "v1"}, {"state", "failed"}, {"error", ""}};
+  WaitCheck c2 = CheckUpDone(first);
+  EXPECT_EQ(c2.state, WaitCheck::kFailed);
+  EXPECT_EQ(c2.detail, "Code1: the rollout of v1 failed: crashed; Code2: the rollout of v1 failed");
 }
 
 TEST(CliWait, DeployDoneWhenTheServicesRunTheVersion) {
