@@ -3,7 +3,11 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -179,8 +183,12 @@ std::vector<std::string> DescribeChanges(const stack::StackSpec* before,
 }
 
 Api::Api(boost::asio::io_context& io, store::Store* store, Reconciler* reconciler,
-         std::string admin_token_sha256)
-    : io_(io), store_(store), reconciler_(reconciler), token_hash_(std::move(admin_token_sha256)) {}
+         Pipeline* pipeline, std::string admin_token_sha256)
+    : io_(io),
+      store_(store),
+      reconciler_(reconciler),
+      pipeline_(pipeline),
+      token_hash_(std::move(admin_token_sha256)) {}
 
 bool Api::Authorized(const HttpRequest& req) const {
   std::string_view auth = req.Header("Authorization");
@@ -200,6 +208,11 @@ void Api::Handle(const HttpRequest& req, HttpServer::Respond respond) {
   if (p.size() == 3 && p[2] == "healthz" && m == "GET") {
     respond(HttpResponse::Json(200, json{{"status", "ok"}, {"version", "0.1.0"}}.dump()));
     return;
+  }
+  // The webhook authenticates by its HMAC signature, not by a token.
+  if (p.size() == 5 && p[2] == "stacks" && p[4] == "webhook" && m == "POST") {
+    if (!ValidStackName(p[3])) return respond(Error(404, "not_found", "no such stack"));
+    return respond(Webhook(p[3], req));
   }
   if (!Authorized(req)) {
     respond(Error(401, "unauthenticated",
@@ -239,6 +252,27 @@ void Api::Handle(const HttpRequest& req, HttpServer::Respond respond) {
     if (p.size() == 5 && p[4] == "deploy") {
       if (m == "POST") return PostDeploy(name, req, std::move(respond));
       return respond(Error(405, "method_not_allowed", "use POST"));
+    }
+    if (p.size() == 5 && (p[4] == "release" || p[4] == "approve" || p[4] == "reject" ||
+                          p[4] == "rollback")) {
+      if (m == "POST") return respond(PipelineAction(name, p[4], req));
+      return respond(Error(405, "method_not_allowed", "use POST"));
+    }
+    if (p.size() == 5 && p[4] == "executions") {
+      if (m == "GET") return respond(ListExecutions(name));
+      return respond(Error(405, "method_not_allowed", "use GET"));
+    }
+    if (p.size() == 6 && p[4] == "executions") {
+      if (m == "GET") return respond(GetExecution(name, p[5]));
+      return respond(Error(405, "method_not_allowed", "use GET"));
+    }
+    if (p.size() == 7 && p[4] == "executions" && p[6] == "log") {
+      if (m == "GET") return respond(GetLog(name, p[5], req));
+      return respond(Error(405, "method_not_allowed", "use GET"));
+    }
+    if (p.size() == 6 && p[4] == "secrets") {
+      if (m == "PUT") return respond(PutSecret(name, p[5], req));
+      return respond(Error(405, "method_not_allowed", "use PUT"));
     }
     if (p.size() == 5 && p[4] == "events") {
       if (m == "GET") return respond(ListEvents(name));
@@ -339,6 +373,11 @@ Result<json> Api::StackStatus(const std::string& name) {
                                {"running_count", running},
                                {"rollout", rollout}});
   }
+  // The current (or else the latest) execution of the pipeline.
+  out["execution"] = nullptr;
+  Result<std::vector<store::ExecutionRecord>> execs = store_->ListExecutions(name, 1, true);
+  if (execs.ok() && execs->empty()) execs = store_->ListExecutions(name, 1);
+  if (execs.ok() && !execs->empty()) out["execution"] = ExecutionToJson(execs->front());
   out["tasks"] = json::array();
   for (const store::TaskRecord& t : *tasks) {
     out["tasks"].push_back({{"id", t.id},
@@ -600,6 +639,145 @@ HttpResponse Api::ListVersions(const std::string& name) {
                     {"created_at", v.created_at}});
   }
   return HttpResponse::Json(200, json{{"versions", list}}.dump());
+}
+
+namespace {
+
+HttpResponse StatusError(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kNotFound: return Error(404, "not_found", st.message());
+    case StatusCode::kFailedPrecondition: return Error(409, "conflict", st.message());
+    case StatusCode::kInvalidArgument: return Error(400, "bad_request", st.message());
+    case StatusCode::kUnauthenticated: return Error(401, "unauthenticated", st.message());
+    default: return Error(500, "internal", st.message());
+  }
+}
+
+std::optional<int64_t> ParseNumber(std::string_view s) {
+  if (s.empty() || s.size() > 15) return std::nullopt;
+  int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+HttpResponse Api::PipelineAction(const std::string& name, const std::string& action,
+                                 const HttpRequest& req) {
+  HttpResponse error;
+  std::optional<json> body = ParseBody(req, &error);
+  if (!body) return error;
+  std::string comment;
+  if (body->contains("comment")) {
+    if (!(*body)["comment"].is_string()) return Error(400, "bad_request", "comment must be a string");
+    comment = (*body)["comment"].get<std::string>();
+    if (comment.size() > 4096) return Error(400, "bad_request", "comment is longer than 4096 bytes");
+  }
+  const std::string who = "admin";  // the token's name; one admin token for now
+  Result<store::ExecutionRecord> e = Status(StatusCode::kInternal, "unknown action");
+  if (action == "release") e = pipeline_->Release(name, "release");
+  if (action == "approve") e = pipeline_->Approve(name, who, comment);
+  if (action == "reject") e = pipeline_->Reject(name, who, comment);
+  if (action == "rollback") e = pipeline_->Rollback(name, who, comment);
+  if (!e.ok()) return StatusError(e.status());
+  return HttpResponse::Json(action == "release" || action == "rollback" ? 202 : 200,
+                            json{{"execution", ExecutionToJson(*e)}}.dump());
+}
+
+HttpResponse Api::ListExecutions(const std::string& name) {
+  Result<std::vector<store::ExecutionRecord>> es = store_->ListExecutions(name, 100);
+  if (!es.ok()) return StoreError(es.status());
+  json list = json::array();
+  for (const store::ExecutionRecord& e : *es) list.push_back(ExecutionToJson(e));
+  return HttpResponse::Json(200, json{{"executions", list}}.dump());
+}
+
+HttpResponse Api::GetExecution(const std::string& name, const std::string& id) {
+  std::optional<int64_t> n = ParseNumber(id);
+  if (!n) return Error(400, "bad_request", "an execution id is a number");
+  Result<std::optional<store::ExecutionRecord>> e = store_->GetExecution(name, *n);
+  if (!e.ok()) return StoreError(e.status());
+  if (!e->has_value()) return Error(404, "not_found", fmt::format("no execution {} of {}", id, name));
+  return HttpResponse::Json(200, ExecutionToJson(**e).dump());
+}
+
+HttpResponse Api::GetLog(const std::string& name, const std::string& id, const HttpRequest& req) {
+  std::optional<int64_t> n;
+  if (id == "latest") {
+    Result<std::vector<store::ExecutionRecord>> es = store_->ListExecutions(name, 1);
+    if (!es.ok()) return StoreError(es.status());
+    if (!es->empty()) n = es->front().number;
+  } else {
+    n = ParseNumber(id);
+  }
+  if (!n) return Error(404, "not_found", "no such execution");
+  Result<std::optional<store::ExecutionRecord>> e = store_->GetExecution(name, *n);
+  if (!e.ok()) return StoreError(e.status());
+  if (!e->has_value()) return Error(404, "not_found", fmt::format("no execution {} of {}", id, name));
+  int64_t offset = 0;
+  const size_t at = req.query.find("offset=");
+  if (at != std::string::npos) {
+    std::string_view v = std::string_view(req.query).substr(at + 7);
+    v = v.substr(0, v.find('&'));
+    offset = ParseNumber(v).value_or(0);
+  }
+  std::string text;
+  if (!(*e)->log_path.empty()) {
+    std::ifstream in((*e)->log_path, std::ios::binary);
+    if (in) {
+      in.seekg(offset);
+      std::string chunk(1 << 20, '\0');
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      chunk.resize(static_cast<size_t>(in.gcount()));
+      text = std::move(chunk);
+    }
+  }
+  const bool building = (*e)->status == "InProgress" &&
+                        ((*e)->stage == "Source" || (*e)->stage == "Build");
+  HttpResponse r = HttpResponse::Text(200, std::move(text));
+  r.headers.emplace_back("X-Execution", std::to_string(*n));
+  r.headers.emplace_back("X-Log-Offset", std::to_string(offset + static_cast<int64_t>(r.body.size())));
+  r.headers.emplace_back("X-Log-Complete", building ? "false" : "true");
+  return r;
+}
+
+HttpResponse Api::Webhook(const std::string& name, const HttpRequest& req) {
+  Result<std::optional<store::ExecutionRecord>> e =
+      pipeline_->Webhook(name, std::string(req.Header("X-Hub-Signature-256")), req.body);
+  if (!e.ok()) return StatusError(e.status());
+  if (!e->has_value()) return HttpResponse::Json(200, json{{"ignored", true}}.dump());
+  return HttpResponse::Json(202, json{{"execution", ExecutionToJson(**e)}}.dump());
+}
+
+HttpResponse Api::PutSecret(const std::string& name, const std::string& key,
+                            const HttpRequest& req) {
+  if (key != "git_token" && key != "webhook_secret") {
+    return Error(400, "bad_request", "the secrets are git_token and webhook_secret");
+  }
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
+  if (!rec.ok()) return StoreError(rec.status());
+  if (!rec->has_value()) return Error(404, "not_found", "no stack named " + name);
+  std::string value = req.body;
+  while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+  if (value.empty() || value.size() > 4096) {
+    return Error(400, "bad_request", "the secret must be 1 to 4096 bytes");
+  }
+  const std::string path = pipeline_->SecretPath(name, key);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Error(500, "internal", "cannot write the secret");
+  const bool ok = ::write(fd, value.data(), value.size()) == static_cast<ssize_t>(value.size()) &&
+                  ::fsync(fd) == 0;
+  ::close(fd);
+  std::filesystem::rename(tmp, path, ec);
+  if (!ok || ec) return Error(500, "internal", "cannot write the secret");
+  (void)store_->AddEvent(name, "secret_set", key + " set");  // never the value
+  return HttpResponse::Json(200, json{{"name", name}, {"secret", key}, {"set", true}}.dump());
 }
 
 HttpResponse Api::ListEvents(const std::string& name) {

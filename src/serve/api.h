@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/http_server.h"
+#include "serve/pipeline.h"
 #include "serve/reconciler.h"
 #include "store/store.h"
 
@@ -19,7 +20,7 @@ class Api {
  public:
   // `admin_token_sha256` is the lowercase hex SHA-256 of the admin token.
   Api(boost::asio::io_context& io, store::Store* store, Reconciler* reconciler,
-      std::string admin_token_sha256);
+      Pipeline* pipeline, std::string admin_token_sha256);
 
   void Handle(const HttpRequest& req, HttpServer::Respond respond);
 
@@ -39,10 +40,18 @@ class Api {
   HttpResponse ListStacks();
   HttpResponse ListVersions(const std::string& name);
   HttpResponse ListEvents(const std::string& name);
+  HttpResponse ListExecutions(const std::string& name);
+  HttpResponse GetExecution(const std::string& name, const std::string& id);
+  HttpResponse GetLog(const std::string& name, const std::string& id, const HttpRequest& req);
+  HttpResponse PipelineAction(const std::string& name, const std::string& action,
+                              const HttpRequest& req);
+  HttpResponse Webhook(const std::string& name, const HttpRequest& req);
+  HttpResponse PutSecret(const std::string& name, const std::string& key, const HttpRequest& req);
 
   boost::asio::io_context& io_;
   store::Store* store_;
   Reconciler* reconciler_;
+  Pipeline* pipeline_;
   std::string token_hash_;
 };
 

@@ -68,6 +68,22 @@ Status ProxyClient::Register(const std::string& group, const std::string& addres
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Result<bool> ProxyClient::Swap(const std::string& production_listener,
+                               const std::string& test_listener,
+                               const std::string& production_group,
+                               const std::string& test_group) const {
+  nlohmann::json body{{"listeners", {production_listener, test_listener}},
+                      {"expect", {{production_listener, production_group},
+                                  {test_listener, test_group}}}};
+  Result<std::string> r = Call("POST", "/v1/swap", body.dump(), std::chrono::seconds(30));
+  if (!r.ok()) return r.status();
+  try {
+    return nlohmann::json::parse(*r).value("swapped", false);
+  } catch (const std::exception& e) {
+    return Internal(fmt::format("proxy: bad /v1/swap answer: {}", e.what()));
+  }
+}
+
 Status ProxyClient::Deregister(const std::string& group, const std::string& address) const {
   Result<std::string> r =
       Call("DELETE", fmt::format("/v1/target_groups/{}/targets/{}", group, address), "");

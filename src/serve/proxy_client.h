@@ -28,6 +28,12 @@ class ProxyClient {
   Status PutConfig(const proxy::ProxyConfig& config) const;
   // POST /v1/target_groups/GROUP/targets (idempotent).
   Status Register(const std::string& group, const std::string& address) const;
+  // POST /v1/swap of two listeners, idempotent through `expect` (listener -> its group before the
+  // swap): returns true when this call swapped, false when the listeners already routed the
+  // swapped way. kFailedPrecondition (409) when the proxy refuses: a group with no healthy target,
+  // or a state that is neither the expected one nor the swapped one.
+  Result<bool> Swap(const std::string& production_listener, const std::string& test_listener,
+                    const std::string& production_group, const std::string& test_group) const;
   // DELETE /v1/target_groups/GROUP/targets/ADDRESS: the target drains.
   Status Deregister(const std::string& group, const std::string& address) const;
 

@@ -13,6 +13,7 @@
 #include "common/http_client.h"
 #include "runtime/container_runtime.h"
 #include "runtime/process_runtime.h"
+#include "serve/pipeline.h"
 
 namespace bluegreen::serve {
 namespace {
@@ -593,6 +594,7 @@ void Reconciler::ReconcileService(const store::StackRecord& stack, const stack::
 
 void Reconciler::RemoveStack(const store::StackRecord& stack,
                              std::vector<store::TaskRecord>* tasks) {
+  if (pipeline_ != nullptr) pipeline_->CancelStack(stack.name);
   for (store::TaskRecord& t : *tasks) {
     if (t.stack != stack.name) continue;
     StopTask(t, std::chrono::seconds(5));
@@ -642,6 +644,14 @@ void Reconciler::Pass() {
     }
   } else {
     state_ = json();
+  }
+
+  // The pipeline's Deploy/Review/Swap stages. A swap changes the live side: read the stacks
+  // again, so the config synced below is the swapped one.
+  if (pipeline_ != nullptr && proxy_up) {
+    pipeline_->Advance(*stacks, state_, proxy_);
+    stacks = store_->ListStacks();
+    if (!stacks.ok()) return;
   }
 
   for (const store::StackRecord& s : *stacks) {

@@ -53,12 +53,18 @@ std::string TargetGroupName(const std::string& stack, const std::string& identif
 std::string ProxyListenerName(const std::string& stack, const std::string& listener);
 std::string OtherSide(const std::string& identifier);
 
+class Pipeline;
+
 class Reconciler {
  public:
   Reconciler(store::Store* store, Paths paths, std::string self_binary, int proxy_workers);
   ~Reconciler();
   Reconciler(const Reconciler&) = delete;
   Reconciler& operator=(const Reconciler&) = delete;
+
+  // The pipeline whose Deploy/Review/Swap stages advance in each pass (optional; set before
+  // Start).
+  void SetPipeline(Pipeline* pipeline) { pipeline_ = pipeline; }
 
   void Start();
   void Stop();
@@ -107,6 +113,7 @@ class Reconciler {
   std::string self_binary_;
   int proxy_workers_;
   ProxyClient proxy_;
+  Pipeline* pipeline_ = nullptr;
   std::map<std::string, std::unique_ptr<runtime::Runtime>> runtimes_;
   std::map<std::string, Backoff> backoff_;  // by "stack/identifier"
   std::map<int64_t, std::chrono::steady_clock::time_point> drain_deadline_;

@@ -18,6 +18,7 @@
 
 #include "common/http_server.h"
 #include "serve/api.h"
+#include "serve/pipeline.h"
 #include "serve/reconciler.h"
 #include "store/store.h"
 
@@ -123,8 +124,10 @@ int RunServe(const ServeOptions& options) {
   Reconciler reconciler(store->get(), Paths{dir, **install_id},
                         options.self_binary.empty() ? SelfBinary() : options.self_binary,
                         options.proxy_workers);
+  Pipeline pipeline(store->get(), Paths{dir, **install_id}, [&reconciler] { reconciler.Notify(); });
+  reconciler.SetPipeline(&pipeline);
   boost::asio::io_context io(1);
-  Api api(io, store->get(), &reconciler, *token_hash);
+  Api api(io, store->get(), &reconciler, &pipeline, *token_hash);
   HttpServer server(io, [&api](const HttpRequest& req, HttpServer::Respond respond) {
     api.Handle(req, std::move(respond));
   });
@@ -134,6 +137,7 @@ int RunServe(const ServeOptions& options) {
     return 1;
   }
   reconciler.Start();
+  pipeline.Start();
   spdlog::info("serve: state {}, API http://{}/api/v1", dir, server.address());
 
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
@@ -144,6 +148,7 @@ int RunServe(const ServeOptions& options) {
     io.stop();
   });
   io.run();
+  pipeline.Stop();
   reconciler.Stop();
   return 0;
 }

@@ -65,6 +65,34 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_stack ON events(stack, id);
 )sql",
+    // 2: pipeline executions; the last commit seen per stack.
+    R"sql(
+CREATE TABLE executions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  stack TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  kind TEXT NOT NULL DEFAULT 'release' CHECK (kind IN ('release', 'rollback')),
+  trigger TEXT NOT NULL DEFAULT '',
+  commit_sha TEXT NOT NULL DEFAULT '',
+  commit_subject TEXT NOT NULL DEFAULT '',
+  commit_author TEXT NOT NULL DEFAULT '',
+  version TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  stages TEXT NOT NULL DEFAULT '{}',
+  reason TEXT NOT NULL DEFAULT '',
+  deploy_services TEXT NOT NULL DEFAULT '',
+  swap_from TEXT NOT NULL DEFAULT '',
+  from_version TEXT NOT NULL DEFAULT '',
+  approved_by TEXT NOT NULL DEFAULT '',
+  comment TEXT NOT NULL DEFAULT '',
+  log_path TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX executions_by_stack ON executions(stack, id);
+ALTER TABLE stacks ADD COLUMN last_commit TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // A prepared statement, finalized on destruction.
@@ -138,10 +166,42 @@ StackRecord ReadStack(const Stmt& s) {
   r.purge = s.Int(5) != 0;
   r.created_at = s.Int(6);
   r.updated_at = s.Int(7);
+  r.last_commit = s.Text(8);
   return r;
 }
+
+constexpr const char* kExecutionColumns =
+    "id, stack, number, kind, trigger, commit_sha, commit_subject, commit_author, version, "
+    "status, stage, stages, reason, deploy_services, swap_from, from_version, approved_by, "
+    "comment, log_path, created_at, updated_at";
+
+ExecutionRecord ReadExecution(const Stmt& s) {
+  ExecutionRecord e;
+  e.id = s.Int(0);
+  e.stack = s.Text(1);
+  e.number = s.Int(2);
+  e.kind = s.Text(3);
+  e.trigger = s.Text(4);
+  e.commit = s.Text(5);
+  e.commit_subject = s.Text(6);
+  e.commit_author = s.Text(7);
+  e.version = s.Text(8);
+  e.status = s.Text(9);
+  e.stage = s.Text(10);
+  e.stages = s.Text(11);
+  e.reason = s.Text(12);
+  e.deploy_services = s.Text(13);
+  e.swap_from = s.Text(14);
+  e.from_version = s.Text(15);
+  e.approved_by = s.Text(16);
+  e.comment = s.Text(17);
+  e.log_path = s.Text(18);
+  e.created_at = s.Int(19);
+  e.updated_at = s.Int(20);
+  return e;
+}
 constexpr const char* kStackColumns =
-    "name, spec_json, spec_text, live, deleting, purge, created_at, updated_at";
+    "name, spec_json, spec_text, live, deleting, purge, created_at, updated_at, last_commit";
 
 TaskRecord ReadTask(const Stmt& s) {
   TaskRecord t;
@@ -160,6 +220,12 @@ TaskRecord ReadTask(const Stmt& s) {
 }
 
 }  // namespace
+
+int64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 int64_t NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -321,6 +387,7 @@ Status Store::DeleteStack(const std::string& name, bool purge) {
     if (purge) {
       sqls.push_back("DELETE FROM versions WHERE stack = ?");
       sqls.push_back("DELETE FROM events WHERE stack = ?");
+      sqls.push_back("DELETE FROM executions WHERE stack = ?");
     }
     for (const char* sql : sqls) {
       BG_PREPARE(s, sql);
@@ -478,6 +545,85 @@ Result<std::vector<EventRecord>> Store::ListEvents(const std::string& stack, int
     if (!row.ok()) return row.status();
     if (!*row) break;
     out.push_back(EventRecord{s.Int(0), s.Text(1), s.Int(2), s.Text(3), s.Text(4)});
+  }
+  return out;
+}
+
+Status Store::SetLastCommit(const std::string& stack, const std::string& sha) {
+  std::lock_guard lock(mu_);
+  BG_PREPARE(s, "UPDATE stacks SET last_commit = ? WHERE name = ?");
+  s.Bind(1, sha).Bind(2, stack);
+  return s.Run();
+}
+
+Result<ExecutionRecord> Store::InsertExecution(const ExecutionRecord& in) {
+  std::lock_guard lock(mu_);
+  ExecutionRecord e = in;
+  {
+    BG_PREPARE(q, "SELECT COALESCE(MAX(number), 0) + 1 FROM executions WHERE stack = ?");
+    q.Bind(1, e.stack);
+    Result<bool> row = q.Step();
+    if (!row.ok()) return row.status();
+    e.number = q.Int(0);
+  }
+  BG_PREPARE(s, "INSERT INTO executions(stack, number, kind, trigger, commit_sha, commit_subject, "
+                "commit_author, version, status, stage, stages, reason, deploy_services, "
+                "swap_from, from_version, approved_by, comment, log_path, created_at, updated_at) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  e.created_at = e.updated_at = NowMillis();
+  s.Bind(1, e.stack).Bind(2, e.number).Bind(3, e.kind).Bind(4, e.trigger).Bind(5, e.commit);
+  s.Bind(6, e.commit_subject).Bind(7, e.commit_author).Bind(8, e.version).Bind(9, e.status);
+  s.Bind(10, e.stage).Bind(11, e.stages).Bind(12, e.reason).Bind(13, e.deploy_services);
+  s.Bind(14, e.swap_from).Bind(15, e.from_version).Bind(16, e.approved_by).Bind(17, e.comment);
+  s.Bind(18, e.log_path).Bind(19, e.created_at).Bind(20, e.updated_at);
+  BG_RETURN_IF_ERROR(s.Run());
+  e.id = static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+  return e;
+}
+
+Status Store::UpdateExecution(ExecutionRecord* e) {
+  std::lock_guard lock(mu_);
+  BG_PREPARE(s, "UPDATE executions SET commit_sha = ?, commit_subject = ?, commit_author = ?, "
+                "version = ?, status = ?, stage = ?, stages = ?, reason = ?, deploy_services = ?, "
+                "swap_from = ?, from_version = ?, approved_by = ?, comment = ?, log_path = ?, "
+                "updated_at = ? WHERE id = ?");
+  e->updated_at = NowMillis();
+  s.Bind(1, e->commit).Bind(2, e->commit_subject).Bind(3, e->commit_author).Bind(4, e->version);
+  s.Bind(5, e->status).Bind(6, e->stage).Bind(7, e->stages).Bind(8, e->reason);
+  s.Bind(9, e->deploy_services).Bind(10, e->swap_from).Bind(11, e->from_version);
+  s.Bind(12, e->approved_by).Bind(13, e->comment).Bind(14, e->log_path).Bind(15, e->updated_at);
+  s.Bind(16, e->id);
+  return s.Run();
+}
+
+Result<std::optional<ExecutionRecord>> Store::GetExecution(const std::string& stack,
+                                                            int64_t number) {
+  std::lock_guard lock(mu_);
+  const std::string sql = fmt::format(
+      "SELECT {} FROM executions WHERE stack = ? AND number = ?", kExecutionColumns);
+  BG_PREPARE(s, sql.c_str());
+  s.Bind(1, stack).Bind(2, number);
+  Result<bool> row = s.Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<ExecutionRecord>();
+  return std::optional<ExecutionRecord>(ReadExecution(s));
+}
+
+Result<std::vector<ExecutionRecord>> Store::ListExecutions(const std::string& stack, int limit,
+                                                           bool active_only) {
+  std::lock_guard lock(mu_);
+  const std::string sql = fmt::format(
+      "SELECT {} FROM executions WHERE (? = '' OR stack = ?) {} ORDER BY id DESC LIMIT ?",
+      kExecutionColumns,
+      active_only ? "AND status IN ('InProgress', 'WaitingForApproval')" : "");
+  BG_PREPARE(s, sql.c_str());
+  s.Bind(1, stack).Bind(2, stack).Bind(3, static_cast<int64_t>(limit));
+  std::vector<ExecutionRecord> out;
+  for (;;) {
+    Result<bool> row = s.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    out.push_back(ReadExecution(s));
   }
   return out;
 }

@@ -19,8 +19,9 @@
 
 namespace bluegreen::store {
 
-// Seconds since the epoch.
+// Seconds and milliseconds since the epoch.
 int64_t NowSeconds();
+int64_t NowMillis();
 
 struct StackRecord {
   std::string name;
@@ -31,6 +32,32 @@ struct StackRecord {
   bool purge = false;          // with --purge
   int64_t created_at = 0;
   int64_t updated_at = 0;
+  std::string last_commit;  // the branch head the pipeline saw last
+};
+
+// One run of the pipeline (or a rollback). Status and stage names are those of docs/pipeline.md.
+struct ExecutionRecord {
+  int64_t id = 0;
+  std::string stack;
+  int64_t number = 0;  // per stack, from 1; the build number
+  std::string kind = "release";  // release | rollback
+  std::string trigger;           // first | poll | webhook | release | rollback
+  std::string commit;
+  std::string commit_subject;
+  std::string commit_author;
+  std::string version;
+  std::string status;  // InProgress WaitingForApproval Succeeded Failed Rejected Superseded
+  std::string stage;   // Source Build Deploy Review Swap
+  std::string stages;  // JSON: {"Build": {"status", "started_at", "ended_at"}, ...} (ms)
+  std::string reason;  // why it failed, was rejected or superseded
+  std::string deploy_services;  // "Code2", or "Code1,Code2" on the first run
+  std::string swap_from;        // the live side when the swap was begun (its `expect`)
+  std::string from_version;     // the production version before the swap
+  std::string approved_by;
+  std::string comment;
+  std::string log_path;
+  int64_t created_at = 0;  // ms
+  int64_t updated_at = 0;  // ms
 };
 
 struct ServiceRecord {
@@ -115,6 +142,16 @@ class Store {
 
   Status AddEvent(const std::string& stack, const std::string& kind, const std::string& message);
   Result<std::vector<EventRecord>> ListEvents(const std::string& stack, int limit);
+
+  Status SetLastCommit(const std::string& stack, const std::string& sha);
+
+  // Executions. InsertExecution assigns id, number and times.
+  Result<ExecutionRecord> InsertExecution(const ExecutionRecord& e);
+  Status UpdateExecution(ExecutionRecord* e);
+  Result<std::optional<ExecutionRecord>> GetExecution(const std::string& stack, int64_t number);
+  // Newest first; all stacks when stack is empty; active = InProgress or WaitingForApproval.
+  Result<std::vector<ExecutionRecord>> ListExecutions(const std::string& stack, int limit,
+                                                      bool active_only = false);
 
   // PRAGMA integrity_check: "ok" or the problems.
   Result<std::string> IntegrityCheck();

@@ -43,12 +43,12 @@ TEST_F(StoreTest, CreatesSchemaInWalModeAndReopens) {
   {
     auto s = Open();
     ASSERT_NE(s, nullptr);
-    EXPECT_EQ(s->schema_version(), 1);
+    EXPECT_EQ(s->schema_version(), 2);
     ASSERT_TRUE(s->SetMeta("k", "v").ok());
   }
   auto s = Open();
   ASSERT_NE(s, nullptr);
-  EXPECT_EQ(s->schema_version(), 1);
+  EXPECT_EQ(s->schema_version(), 2);
   auto v = s->GetMeta("k");
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->value_or(""), "v");

@@ -1,0 +1,777 @@
+#include "serve/pipeline.h"
+
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "pipeline/build_runner.h"
+#include "pipeline/buildspec.h"
+#include "pipeline/git.h"
+
+namespace bluegreen::serve {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+constexpr auto kGitTimeout = std::chrono::minutes(2);
+
+json Stages(const store::ExecutionRecord& e) {
+  json j = json::parse(e.stages.empty() ? "{}" : e.stages, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+// Makes `stage` the current one, InProgress (or `status`), from now.
+void BeginStage(store::ExecutionRecord* e, const std::string& stage,
+                const std::string& status = "InProgress") {
+  json j = Stages(*e);
+  j[stage] = {{"status", status}, {"started_at", store::NowMillis()}};
+  e->stage = stage;
+  e->stages = j.dump();
+}
+
+void SetStageStatus(store::ExecutionRecord* e, const std::string& status, bool ended) {
+  json j = Stages(*e);
+  json& s = j[e->stage];
+  if (!s.is_object()) s = {{"started_at", store::NowMillis()}};
+  s["status"] = status;
+  if (ended) s["ended_at"] = store::NowMillis();
+  e->stages = j.dump();
+}
+
+bool Terminal(const std::string& status) {
+  return status != "InProgress" && status != "WaitingForApproval";
+}
+
+std::string Hex(const unsigned char* p, size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out += fmt::format("{:02x}", p[i]);
+  return out;
+}
+
+}  // namespace
+
+json ExecutionToJson(const store::ExecutionRecord& e) {
+  json stages = Stages(e);
+  for (auto& [name, s] : stages.items()) {
+    if (s.contains("started_at") && s.contains("ended_at")) {
+      s["duration_ms"] = s["ended_at"].get<int64_t>() - s["started_at"].get<int64_t>();
+    }
+  }
+  return {{"id", e.number},
+          {"stack", e.stack},
+          {"kind", e.kind},
+          {"trigger", e.trigger},
+          {"commit", e.commit},
+          {"commit_message", e.commit_subject},
+          {"author", e.commit_author},
+          {"version", e.version},
+          {"status", e.status},
+          {"stage", e.stage},
+          {"stages", stages},
+          {"reason", e.reason},
+          {"deploy_services", e.deploy_services},
+          {"from_version", e.from_version},
+          {"approved_by", e.approved_by},
+          {"comment", e.comment},
+          {"created_at", e.created_at},
+          {"updated_at", e.updated_at}};
+}
+
+Pipeline::Pipeline(store::Store* store, Paths paths, std::function<void()> wake)
+    : store_(store), paths_(std::move(paths)), wake_(std::move(wake)) {}
+
+Pipeline::~Pipeline() { Stop(); }
+
+std::string Pipeline::SecretPath(const std::string& stack, const std::string& key) const {
+  return fmt::format("{}/secrets/{}/{}", paths_.state_dir, stack, key);
+}
+
+std::string Pipeline::ReadSecret(const std::string& stack, const std::string& key) const {
+  std::ifstream in(SecretPath(stack, key));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+void Pipeline::Start() {
+  // Interrupted Source/Build stages start again.
+  Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions("", 1000, true);
+  if (active.ok()) {
+    for (const store::ExecutionRecord& e : *active) {
+      if (e.stage == "Source" || e.stage == "Build") {
+        spdlog::info("{}: execution {} was in {} when serve stopped; starting it again", e.stack,
+                     e.number, e.stage);
+        StartBuild(e);
+      }
+    }
+  }
+  poller_ = std::thread([this] { PollLoop(); });
+}
+
+void Pipeline::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && !poller_.joinable() && builds_.empty()) return;
+    stopping_ = true;
+    for (auto& [id, b] : builds_) b.cancel->store(true);
+  }
+  cv_.notify_all();
+  if (poller_.joinable()) poller_.join();
+  std::map<int64_t, Build> builds;
+  {
+    std::lock_guard lock(mu_);
+    builds.swap(builds_);
+  }
+  for (auto& [id, b] : builds) {
+    if (b.thread.joinable()) b.thread.join();
+  }
+}
+
+void Pipeline::CancelStack(const std::string& stack) {
+  std::lock_guard lock(mu_);
+  for (auto& [id, b] : builds_) {
+    if (b.stack == stack) b.cancel->store(true);
+  }
+}
+
+void Pipeline::Reap() {
+  std::vector<std::thread> done;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = builds_.begin(); it != builds_.end();) {
+      if (it->second.done) {
+        done.push_back(std::move(it->second.thread));
+        it = builds_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (std::thread& t : done) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void Pipeline::StartBuild(store::ExecutionRecord e) {
+  Reap();
+  std::lock_guard lock(mu_);
+  if (stopping_) return;
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  Build& b = builds_[e.id];
+  b.cancel = cancel;
+  b.stack = e.stack;
+  b.thread = std::thread([this, e, cancel]() mutable {
+    RunSourceAndBuild(std::move(e), cancel);
+  });
+}
+
+Result<store::ExecutionRecord> Pipeline::Release(const std::string& stack,
+                                                 const std::string& trigger,
+                                                 const std::string& sha) {
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(stack);
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value() || (*rec)->deleting) return NotFound("no stack named " + stack);
+  Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json);
+  if (!spec.ok()) return spec.status();
+  if (!spec->has_source()) {
+    return FailedPrecondition(fmt::format(
+        "stack {} has no source: add source.repo to its stack file, or deploy by hand with "
+        "bluegreen deploy",
+        stack));
+  }
+  store::ExecutionRecord e;
+  e.stack = stack;
+  e.trigger = trigger;
+  e.commit = sha;
+  e.status = "InProgress";
+  BeginStage(&e, "Source");
+  Result<store::ExecutionRecord> inserted = store_->InsertExecution(e);
+  if (!inserted.ok()) return inserted.status();
+  (void)store_->AddEvent(stack, "execution_started",
+                         fmt::format("execution {} started ({}{})", inserted->number, trigger,
+                                     sha.empty() ? "" : ", commit " + sha.substr(0, 12)));
+  StartBuild(*inserted);
+  return inserted;
+}
+
+void Pipeline::Finish(store::ExecutionRecord* e, const std::string& status,
+                      const std::string& reason) {
+  SetStageStatus(e, status == "Succeeded" ? "Succeeded" : status, true);
+  e->status = status;
+  e->reason = reason;
+  Status st = store_->UpdateExecution(e);
+  if (!st.ok()) spdlog::error("{}: cannot record execution {}: {}", e->stack, e->number, st.message());
+  (void)store_->AddEvent(e->stack, "execution_" + status,
+                         fmt::format("execution {} {}{}", e->number, status,
+                                     reason.empty() ? "" : ": " + reason));
+  spdlog::info("{}: execution {} {}{}", e->stack, e->number, status,
+               reason.empty() ? "" : ": " + reason);
+}
+
+void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
+                                 std::shared_ptr<std::atomic<bool>> cancel) {
+  auto fail = [&](const std::string& reason) {
+    std::lock_guard lock(exec_mu_);
+    Finish(&e, "Failed", reason);
+  };
+  auto done = [&] {
+    {
+      std::lock_guard lock(mu_);
+      auto it = builds_.find(e.id);
+      if (it != builds_.end()) it->second.done = true;
+    }
+    wake_();
+  };
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(e.stack);
+  if (!rec.ok() || !rec->has_value()) {
+    fail("the stack was removed");
+    return done();
+  }
+  Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json);
+  if (!spec.ok()) {
+    fail("the stored stack file is invalid");
+    return done();
+  }
+  pipeline::GitCredentials cred{ReadSecret(e.stack, "git_token")};
+  const std::string work = fmt::format("{}/work/{}/{}", paths_.state_dir, e.stack, e.number);
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  fs::create_directories(fs::path(work).parent_path(), ec);
+
+  // Source.
+  if (e.stage == "Build") BeginStage(&e, "Source");  // a resumed build starts over
+  e.log_path = fmt::format("{}/{}/execution-{}.log", paths_.logs_dir(), e.stack, e.number);
+  fs::create_directories(fs::path(e.log_path).parent_path(), ec);
+  if (e.commit.empty()) {
+    Result<std::string> head = pipeline::ResolveBranchHead(spec->source.repo, spec->source.branch,
+                                                           cred, kGitTimeout);
+    if (!head.ok()) {
+      fail(pipeline::Redact(head.status().message(), cred.token));
+      return done();
+    }
+    e.commit = *head;
+  }
+  Result<pipeline::CommitInfo> info = pipeline::Checkout(
+      spec->source.repo, spec->source.branch, e.commit, work, cred, kGitTimeout);
+  if (!info.ok()) {
+    fail(pipeline::Redact(info.status().message(), cred.token));
+    return done();
+  }
+  e.commit = info->sha;
+  e.commit_subject = info->subject;
+  e.commit_author = info->author;
+  e.version = fmt::format("{}-{}", e.number, e.commit.substr(0, 7));
+  {
+    std::lock_guard lock(exec_mu_);
+    SetStageStatus(&e, "Succeeded", true);
+    BeginStage(&e, "Build");
+    (void)store_->UpdateExecution(&e);
+  }
+  wake_();
+
+  // Build.
+  pipeline::BuildRequest req;
+  req.workdir = work;
+  req.log_path = e.log_path;
+  req.timeout = spec->build.timeout;
+  req.cancel = cancel.get();
+  std::vector<std::string> artifact_paths = spec->build.artifacts;
+  std::string artifact_root = work;
+  bool from_buildspec = false;
+  pipeline::BuildSpecFile buildspec;
+  if (!spec->build.containerfile.empty()) {
+    fail("build.containerfile is not supported yet: build with build.commands or a buildspec.yml");
+    return done();
+  }
+  if (!spec->build.commands.empty()) {
+    req.commands = spec->build.commands;
+  } else {
+    std::ifstream in(work + "/buildspec.yml");
+    if (!in) {
+      fail("the stack has no build.commands and the repository has no buildspec.yml");
+      return done();
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    Result<pipeline::BuildSpecFile> parsed = pipeline::ParseBuildSpec(ss.str());
+    if (!parsed.ok()) {
+      fail("buildspec.yml: " + parsed.status().message());
+      return done();
+    }
+    buildspec = *parsed;
+    req.commands = pipeline::AllCommands(buildspec);
+    req.env = buildspec.env;
+    from_buildspec = true;
+    if (!buildspec.base_directory.empty()) artifact_root = work + "/" + buildspec.base_directory;
+  }
+  const std::string number = std::to_string(e.number);
+  req.env.emplace_back("BLUEGREEN_COMMIT", e.commit);
+  req.env.emplace_back("BLUEGREEN_BUILD_NUMBER", number);
+  req.env.emplace_back("BLUEGREEN_VERSION", e.version);
+  req.env.emplace_back("CODEBUILD_RESOLVED_SOURCE_VERSION", e.commit);
+  req.env.emplace_back("CODEBUILD_BUILD_NUMBER", number);
+  req.env.emplace_back("CODEBUILD_SRC_DIR", work);
+  pipeline::BuildResult result;
+  Status st = pipeline::RunBuild(req, &result);
+  if (!st.ok()) {
+    if (cancel->load()) {
+      // serve is stopping (the build starts again at the next start) or the stack is gone.
+      spdlog::info("{}: build of execution {} stopped", e.stack, e.number);
+      std::lock_guard lock(mu_);
+      if (!stopping_) {
+        std::lock_guard lock2(exec_mu_);
+        Finish(&e, "Failed", "cancelled: " + st.message());
+      }
+    } else {
+      fail("build: " + st.message());
+    }
+    fs::remove_all(work, ec);
+    return done();
+  }
+  if (from_buildspec && !buildspec.artifact_files.empty()) {
+    Result<std::vector<std::string>> files =
+        pipeline::ExpandArtifactPatterns(artifact_root, buildspec.artifact_files);
+    if (!files.ok()) {
+      fail("artifacts: " + files.status().message());
+      fs::remove_all(work, ec);
+      return done();
+    }
+    artifact_paths = *files;
+  }
+  const std::string dest = fmt::format("{}/{}/{}", paths_.artifacts_dir(), e.stack, e.version);
+  fs::create_directories(fs::path(dest).parent_path(), ec);
+  fs::remove_all(dest, ec);
+  st = pipeline::CopyArtifacts(artifact_root, artifact_paths, dest);
+  fs::remove_all(work, ec);
+  if (!st.ok()) {
+    fail("artifacts: " + st.message());
+    return done();
+  }
+  st = store_->PutVersion(store::VersionRecord{e.stack, e.version, dest, "", 0});
+  if (!st.ok()) {
+    fail("cannot register the version: " + st.message());
+    return done();
+  }
+  {
+    std::lock_guard lock(exec_mu_);
+    SetStageStatus(&e, "Succeeded", true);
+    BeginStage(&e, "Deploy", "Waiting");
+    (void)store_->UpdateExecution(&e);
+  }
+  spdlog::info("{}: execution {} built version {}", e.stack, e.number, e.version);
+  done();
+}
+
+void Pipeline::PollLoop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      if (stopping_) return;
+    }
+    Result<std::vector<store::StackRecord>> stacks = store_->ListStacks();
+    if (!stacks.ok()) continue;
+    for (const store::StackRecord& s : *stacks) {
+      if (s.deleting) continue;
+      Result<stack::StackSpec> spec = stack::ParseStackSpec(s.spec_json);
+      if (!spec.ok() || !spec->has_source()) continue;
+      auto it = next_poll_.find(s.name);
+      const auto now = Clock::now();
+      if (it != next_poll_.end() && now < it->second) continue;
+      next_poll_[s.name] = now + spec->source.poll_interval;
+      pipeline::GitCredentials cred{ReadSecret(s.name, "git_token")};
+      Result<std::string> head = pipeline::ResolveBranchHead(
+          spec->source.repo, spec->source.branch, cred, std::chrono::seconds(30));
+      if (!head.ok()) {
+        spdlog::warn("{}: cannot poll {}: {}", s.name, spec->source.repo,
+                     pipeline::Redact(head.status().message(), cred.token));
+        continue;
+      }
+      if (*head == s.last_commit) continue;
+      if (!store_->SetLastCommit(s.name, *head).ok()) continue;
+      Result<store::ExecutionRecord> e =
+          Release(s.name, s.last_commit.empty() ? "first" : "poll", *head);
+      if (!e.ok()) spdlog::error("{}: cannot start an execution: {}", s.name, e.status().message());
+    }
+  }
+}
+
+Result<std::optional<store::ExecutionRecord>> Pipeline::Webhook(const std::string& stack,
+                                                                const std::string& signature,
+                                                                const std::string& body) {
+  const std::string secret = ReadSecret(stack, "webhook_secret");
+  if (secret.empty()) {
+    return Status(StatusCode::kUnauthenticated,
+                  "no webhook secret is set for this stack (bluegreen secret set " + stack +
+                      " webhook_secret)");
+  }
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &len);
+  const std::string expected = "sha256=" + Hex(mac, len);
+  if (signature.size() != expected.size() ||
+      CRYPTO_memcmp(signature.data(), expected.data(), expected.size()) != 0) {
+    return Status(StatusCode::kUnauthenticated, "missing or wrong X-Hub-Signature-256");
+  }
+  json payload = json::parse(body, nullptr, false);
+  if (!payload.is_object()) return InvalidArgument("the payload is not a JSON object");
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(stack);
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value()) return NotFound("no stack named " + stack);
+  Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json);
+  if (!spec.ok()) return spec.status();
+  const std::string ref = payload.value("ref", "");
+  const std::string after = payload.value("after", "");
+  if (ref != "refs/heads/" + spec->source.branch) return std::optional<store::ExecutionRecord>();
+  if (after.size() != 40 || after.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return InvalidArgument("`after` is not a commit id");
+  }
+  if (after == (*rec)->last_commit) return std::optional<store::ExecutionRecord>();
+  BG_RETURN_IF_ERROR(store_->SetLastCommit(stack, after));
+  Result<store::ExecutionRecord> e = Release(stack, "webhook", after);
+  if (!e.ok()) return e.status();
+  return std::optional<store::ExecutionRecord>(*e);
+}
+
+Result<store::ExecutionRecord> Pipeline::Approve(const std::string& stack, const std::string& who,
+                                                 const std::string& comment) {
+  std::lock_guard lock(exec_mu_);
+  Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions(stack, 100, true);
+  if (!active.ok()) return active.status();
+  for (store::ExecutionRecord e : *active) {
+    if (e.status != "WaitingForApproval") continue;
+    e.approved_by = who;
+    e.comment = comment;
+    SetStageStatus(&e, "Approved", true);
+    BeginStage(&e, "Swap");
+    e.status = "InProgress";
+    BG_RETURN_IF_ERROR(store_->UpdateExecution(&e));
+    (void)store_->AddEvent(stack, "approved",
+                           fmt::format("execution {} (version {}) approved by {}{}", e.number,
+                                       e.version, who, comment.empty() ? "" : ": " + comment));
+    wake_();
+    return e;
+  }
+  return FailedPrecondition("no execution of " + stack + " is waiting for approval");
+}
+
+Result<store::ExecutionRecord> Pipeline::Reject(const std::string& stack, const std::string& who,
+                                                const std::string& comment) {
+  std::lock_guard lock(exec_mu_);
+  Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions(stack, 100, true);
+  if (!active.ok()) return active.status();
+  for (store::ExecutionRecord e : *active) {
+    if (e.status != "WaitingForApproval") continue;
+    e.approved_by = who;
+    e.comment = comment;
+    Finish(&e, "Rejected", fmt::format("rejected by {}{}", who, comment.empty() ? "" : ": " + comment));
+    return e;
+  }
+  return FailedPrecondition("no execution of " + stack + " is waiting for approval");
+}
+
+Result<store::ExecutionRecord> Pipeline::Rollback(const std::string& stack, const std::string& who,
+                                                  const std::string& comment) {
+  std::lock_guard lock(exec_mu_);
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(stack);
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value() || (*rec)->deleting) return NotFound("no stack named " + stack);
+  Result<std::vector<store::ExecutionRecord>> recent = store_->ListExecutions(stack, 1000);
+  if (!recent.ok()) return recent.status();
+  for (const store::ExecutionRecord& e : *recent) {
+    if (!Terminal(e.status) && (e.stage == "Deploy" || e.stage == "Review" || e.stage == "Swap")) {
+      return FailedPrecondition(fmt::format(
+          "execution {} is in {} ({}): a rollback now would make an unapproved version live; "
+          "reject it first (bluegreen reject {})",
+          e.number, e.stage, e.status, stack));
+    }
+  }
+  // The last swap tells what production ran before it.
+  const store::ExecutionRecord* last_swap = nullptr;
+  for (const store::ExecutionRecord& e : *recent) {
+    if (e.status == "Succeeded" && !e.swap_from.empty()) {
+      last_swap = &e;
+      break;
+    }
+  }
+  if (last_swap == nullptr) return FailedPrecondition("nothing to roll back: no swap happened yet");
+  Result<std::vector<store::ServiceRecord>> services = store_->ListServices(stack);
+  if (!services.ok()) return services.status();
+  const std::string test_side = OtherSide((*rec)->live);
+  std::string test_version, live_version;
+  for (const store::ServiceRecord& s : *services) {
+    if (s.identifier == test_side) test_version = s.version.value_or("");
+    if (s.identifier == (*rec)->live) live_version = s.version.value_or("");
+  }
+  if (test_version != last_swap->from_version) {
+    return FailedPrecondition(fmt::format(
+        "the test side ({}) runs {}, not {} which production ran before the last swap; a "
+        "rollback would make it live without approval",
+        test_side, test_version.empty() ? "nothing" : test_version, last_swap->from_version));
+  }
+  store::ExecutionRecord e;
+  e.stack = stack;
+  e.kind = "rollback";
+  e.trigger = "rollback";
+  e.version = test_version;
+  e.status = "InProgress";
+  e.approved_by = who;
+  e.comment = comment;
+  // The version's commit, when an execution built it.
+  for (const store::ExecutionRecord& x : *recent) {
+    if (x.kind == "release" && x.version == test_version) {
+      e.commit = x.commit;
+      e.commit_subject = x.commit_subject;
+      e.commit_author = x.commit_author;
+      break;
+    }
+  }
+  BeginStage(&e, "Swap");
+  Result<store::ExecutionRecord> inserted = store_->InsertExecution(e);
+  if (!inserted.ok()) return inserted.status();
+  (void)store_->AddEvent(stack, "rollback",
+                         fmt::format("rollback to {} asked by {}{}", test_version, who,
+                                     comment.empty() ? "" : ": " + comment));
+  wake_();
+  return inserted;
+}
+
+void Pipeline::Advance(const std::vector<store::StackRecord>& stacks, const json& proxy_state,
+                       const ProxyClient& proxy) {
+  std::lock_guard lock(exec_mu_);
+  for (const store::StackRecord& s : stacks) {
+    if (s.deleting) continue;
+    Result<stack::StackSpec> spec = stack::ParseStackSpec(s.spec_json);
+    if (!spec.ok()) continue;
+    AdvanceStack(s, *spec, proxy_state, proxy);
+  }
+}
+
+void Pipeline::AdvanceStack(const store::StackRecord& stack, const stack::StackSpec& spec,
+                            const json& proxy_state, const ProxyClient& proxy) {
+  Result<std::vector<store::ExecutionRecord>> active_or =
+      store_->ListExecutions(stack.name, 1000, true);
+  if (!active_or.ok()) return;
+  std::vector<store::ExecutionRecord> active = std::move(active_or).value();  // newest first
+  Result<std::vector<store::ServiceRecord>> services_or = store_->ListServices(stack.name);
+  if (!services_or.ok()) return;
+  std::map<std::string, store::ServiceRecord> services;
+  for (const store::ServiceRecord& s : *services_or) services[s.identifier] = s;
+
+  // Swap first: a swap in flight must finish before anything else looks at the proxy.
+  for (store::ExecutionRecord& e : active) {
+    if (e.stage == "Swap" && e.status == "InProgress") {
+      DoSwap(e, stack, proxy_state, proxy);
+      return;
+    }
+  }
+
+  store::ExecutionRecord* holder = nullptr;  // the one in Deploy (running) or Review
+  for (store::ExecutionRecord& e : active) {
+    const json st = Stages(e).value(e.stage, json::object());
+    if ((e.stage == "Deploy" && st.value("status", "") == "InProgress") || e.stage == "Review") {
+      holder = &e;
+      break;
+    }
+  }
+
+  // Review: timeouts.
+  if (holder != nullptr && holder->status == "WaitingForApproval") {
+    const json st = Stages(*holder).value("Review", json::object());
+    const int64_t started = st.value("started_at", int64_t{0});
+    const int64_t limit =
+        std::chrono::duration_cast<std::chrono::milliseconds>(spec.approval.timeout).count();
+    if (started > 0 && store::NowMillis() - started > limit) {
+      if (spec.approval.on_timeout == stack::TimeoutAction::kApprove) {
+        holder->approved_by = "timeout";
+        SetStageStatus(holder, "Approved", true);
+        BeginStage(holder, "Swap");
+        holder->status = "InProgress";
+        (void)store_->UpdateExecution(holder);
+        wake_();
+      } else {
+        holder->approved_by = "timeout";
+        Finish(holder, "Rejected", "the approval timed out");
+      }
+      return;
+    }
+  }
+
+  // A newer build ready to deploy supersedes an execution waiting in Review; it waits while
+  // another one deploys.
+  store::ExecutionRecord* ready = nullptr;
+  for (store::ExecutionRecord& e : active) {
+    const json st = Stages(e).value(e.stage, json::object());
+    if (e.stage == "Deploy" && st.value("status", "") == "Waiting") {
+      if (ready == nullptr) {
+        ready = &e;
+      } else {
+        Finish(&e, "Superseded", fmt::format("superseded by execution {}", ready->number));
+      }
+    }
+  }
+  if (ready != nullptr && holder != nullptr && holder->status == "WaitingForApproval" &&
+      holder->number < ready->number) {
+    Finish(holder, "Superseded", fmt::format("superseded by execution {}", ready->number));
+    holder = nullptr;
+  }
+  if (ready != nullptr && holder == nullptr) {
+    // Deploy: decided from the store, under the pipeline's lock.
+    bool any_version = false;
+    for (const auto& [id, s] : services) any_version |= s.version.has_value();
+    std::vector<std::string> targets;
+    if (any_version) {
+      targets.push_back(OtherSide(stack.live));
+    } else {
+      targets = {"Code1", "Code2"};
+    }
+    ready->deploy_services.clear();
+    for (const std::string& id : targets) {
+      ready->deploy_services += (ready->deploy_services.empty() ? "" : ",") + id;
+    }
+    SetStageStatus(ready, "InProgress", false);
+    (void)store_->UpdateExecution(ready);
+    for (const std::string& id : targets) {
+      store::ServiceRecord svc = services[id];
+      svc.rollout_version = ready->version;
+      svc.rollout_state = "in_progress";
+      svc.rollout_error.clear();
+      svc.rollout_started_at = store::NowSeconds();
+      (void)store_->PutService(svc);
+    }
+    (void)store_->AddEvent(stack.name, "rollout_started",
+                           fmt::format("execution {}: putting {} on {}", ready->number,
+                                       ready->version, ready->deploy_services));
+    wake_();
+    return;
+  }
+
+  // Deploy in progress: done when every target service runs the version; failed with its
+  // rollout.
+  if (holder != nullptr && holder->stage == "Deploy") {
+    bool all_done = true;
+    std::string failure;
+    std::stringstream ids(holder->deploy_services);
+    std::string id;
+    while (std::getline(ids, id, ',')) {
+      const store::ServiceRecord& svc = services[id];
+      if (svc.rollout_state == "failed" && svc.rollout_version == holder->version) {
+        failure = svc.rollout_error;
+      }
+      if (svc.version != holder->version || svc.rollout_state == "in_progress") all_done = false;
+    }
+    if (!failure.empty()) {
+      Finish(holder, "Failed", "deploy: " + failure + "; production was not touched");
+      return;
+    }
+    if (!all_done) return;
+    SetStageStatus(holder, "Succeeded", true);
+    if (holder->deploy_services.find(',') != std::string::npos) {
+      // The first run: both sides run it; production already serves it.
+      (void)store_->UpdateExecution(holder);
+      Finish(holder, "Succeeded", "first run: both sides run " + holder->version);
+      return;
+    }
+    if (spec.approval.mode == stack::ApprovalMode::kAuto) {
+      holder->approved_by = "auto";
+      BeginStage(holder, "Review");
+      SetStageStatus(holder, "Approved", true);
+      BeginStage(holder, "Swap");
+      (void)store_->UpdateExecution(holder);
+      wake_();
+      return;
+    }
+    BeginStage(holder, "Review", "WaitingForApproval");
+    holder->status = "WaitingForApproval";
+    (void)store_->UpdateExecution(holder);
+    (void)store_->AddEvent(stack.name, "waiting_for_approval",
+                           fmt::format("execution {}: version {} waits for approval on the test "
+                                       "listener (port {})",
+                                       holder->number, holder->version,
+                                       spec.load_balancer.test.port));
+  }
+}
+
+void Pipeline::DoSwap(store::ExecutionRecord e, const store::StackRecord& stack,
+                      const json& proxy_state, const ProxyClient& proxy) {
+  // The swap's `expect` is fixed when it begins and kept, so a retry after a crash asks the
+  // proxy the same question and can never swap back.
+  if (e.swap_from.empty()) {
+    Result<std::vector<store::ServiceRecord>> services = store_->ListServices(stack.name);
+    if (!services.ok()) return;
+    const std::string test_side = OtherSide(stack.live);
+    std::string test_version, live_version;
+    bool rolling = false;
+    for (const store::ServiceRecord& s : *services) {
+      if (s.identifier == test_side) test_version = s.version.value_or("");
+      if (s.identifier == stack.live) live_version = s.version.value_or("");
+      if (s.identifier == test_side && s.rollout_state == "in_progress") rolling = true;
+    }
+    if (rolling || test_version != e.version) {
+      Finish(&e, "Failed",
+             fmt::format("the test side ({}) runs {}, not the approved version {}; nothing was "
+                         "swapped",
+                         test_side, test_version.empty() ? "nothing" : test_version, e.version));
+      return;
+    }
+    // Health gate: at least one healthy target behind the test listener.
+    int healthy = 0;
+    const std::string group = TargetGroupName(stack.name, test_side);
+    for (const json& g : proxy_state.value("target_groups", json::array())) {
+      if (g.value("name", "") != group) continue;
+      for (const json& t : g.value("targets", json::array())) {
+        if (t.value("health", "") == "healthy") ++healthy;
+      }
+    }
+    if (healthy == 0) {
+      Finish(&e, "Failed",
+             fmt::format("the test side ({}) has no healthy target; nothing was swapped",
+                         test_side));
+      return;
+    }
+    e.swap_from = stack.live;
+    e.from_version = live_version;
+    if (!store_->UpdateExecution(&e).ok()) return;
+  }
+  const std::string from = e.swap_from;
+  const std::string to = OtherSide(from);
+  if (stack.live == from) {
+    Result<bool> swapped = proxy.Swap(ProxyListenerName(stack.name, "production"),
+                                      ProxyListenerName(stack.name, "test"),
+                                      TargetGroupName(stack.name, from),
+                                      TargetGroupName(stack.name, to));
+    if (!swapped.ok()) {
+      if (swapped.status().code() == StatusCode::kFailedPrecondition) {
+        Finish(&e, "Failed", "the proxy refused the swap: " + swapped.status().message());
+      } else {
+        spdlog::warn("{}: swap of execution {}: {}; retrying", stack.name, e.number,
+                     swapped.status().message());
+      }
+      return;
+    }
+    Status st = store_->SetLive(stack.name, to);
+    if (!st.ok()) {
+      spdlog::error("{}: the swap happened but cannot be recorded: {}", stack.name, st.message());
+      return;
+    }
+    spdlog::info("{}: swapped: production -> {} ({}){}", stack.name, to, e.version,
+                 *swapped ? "" : " (the proxy had already swapped)");
+  }
+  Finish(&e, "Succeeded",
+         fmt::format("{} is live on {} (was {})", e.version, to,
+                     e.from_version.empty() ? "nothing" : e.from_version));
+  wake_();
+}
+
+}  // namespace bluegreen::serve

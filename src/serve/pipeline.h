@@ -1,0 +1,109 @@
+// Pipeline: the stages of a release, per stack (docs/pipeline.md):
+//   Source -> Build -> Deploy -> Review -> Swap -> Succeeded
+// with Failed, Rejected and Superseded as the other ends, and rollback as a Swap of its own.
+//
+// Source and Build run on a thread per execution (they call git and the build's commands, which
+// take time); they only write to the store. Deploy, Review and Swap advance in Advance(), which
+// the reconciler calls on its own thread in every pass, before it syncs the proxy: the reconciler
+// is the one writer to the proxy, so a swap and a config sync can never interleave. Every
+// transition is committed to the store before it takes effect; after a crash, Start() resumes
+// Source/Build from the beginning, and Advance() resumes the rest (a Swap is retried with the
+// same `expect`, so it never swaps twice).
+//
+// Only one execution per stack is in Deploy, Review or Swap at a time. A newer build that is ready
+// to deploy while an older execution waits in Review supersedes it.
+//
+// Thread-safety: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "serve/proxy_client.h"
+#include "serve/reconciler.h"
+#include "stack/stack_spec.h"
+#include "store/store.h"
+
+namespace bluegreen::serve {
+
+// The JSON form of an execution (API and CLI).
+nlohmann::json ExecutionToJson(const store::ExecutionRecord& e);
+
+class Pipeline {
+ public:
+  Pipeline(store::Store* store, Paths paths, std::function<void()> wake_reconciler);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Resumes interrupted Source/Build stages and starts polling the stacks' repositories.
+  void Start();
+  void Stop();
+
+  // Starts an execution of the stack's branch head (or of `sha` when given).
+  Result<store::ExecutionRecord> Release(const std::string& stack, const std::string& trigger,
+                                         const std::string& sha = "");
+  Result<store::ExecutionRecord> Approve(const std::string& stack, const std::string& who,
+                                         const std::string& comment);
+  Result<store::ExecutionRecord> Reject(const std::string& stack, const std::string& who,
+                                        const std::string& comment);
+  Result<store::ExecutionRecord> Rollback(const std::string& stack, const std::string& who,
+                                          const std::string& comment);
+  // A GitHub push event: `signature` is the X-Hub-Signature-256 header. kUnauthenticated for a
+  // missing or wrong signature (or no webhook secret set). Returns the execution started, or
+  // nullopt when the push is for another branch or a commit already seen.
+  Result<std::optional<store::ExecutionRecord>> Webhook(const std::string& stack,
+                                                        const std::string& signature,
+                                                        const std::string& body);
+
+  // Called by the reconciler in every pass, on its thread.
+  void Advance(const std::vector<store::StackRecord>& stacks, const nlohmann::json& proxy_state,
+               const ProxyClient& proxy);
+  // Called by the reconciler when a stack is removed: stops its builds.
+  void CancelStack(const std::string& stack);
+
+  std::string SecretPath(const std::string& stack, const std::string& key) const;
+
+ private:
+  struct Build {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> cancel;
+    std::string stack;
+    bool done = false;
+  };
+
+  void StartBuild(store::ExecutionRecord e);
+  void RunSourceAndBuild(store::ExecutionRecord e, std::shared_ptr<std::atomic<bool>> cancel);
+  void PollLoop();
+  void AdvanceStack(const store::StackRecord& stack, const stack::StackSpec& spec,
+                    const nlohmann::json& proxy_state, const ProxyClient& proxy);
+  void DoSwap(store::ExecutionRecord e, const store::StackRecord& stack,
+              const nlohmann::json& proxy_state, const ProxyClient& proxy);
+  void Finish(store::ExecutionRecord* e, const std::string& status, const std::string& reason);
+  std::string ReadSecret(const std::string& stack, const std::string& key) const;
+  void Reap();
+
+  store::Store* store_;
+  Paths paths_;
+  std::function<void()> wake_;
+
+  std::mutex exec_mu_;  // serializes read-modify-write of executions
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::map<int64_t, Build> builds_;  // by execution id; guarded by mu_
+  std::map<std::string, std::chrono::steady_clock::time_point> next_poll_;  // poll thread only
+  std::thread poller_;
+};
+
+}  // namespace bluegreen::serve
