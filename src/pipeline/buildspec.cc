@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <system_error>
+#include <tuple>
 
 #include "common/utf8.h"
 
@@ -489,7 +490,8 @@ class Decoder {
         {"commands", false, CommandList(commands)},
         {"finally", false,
          which == Phase::kBuild ? CommandList(&spec->finally_build)
-                                : Unsupported("only phases.build.finally is")},
+                                : Unsupported("only phases.build.finally is"),
+         which == Phase::kBuild},
         {"on-failure", false, OnFailureValue(on_failure)},
         {"runtime-versions", false,
          which == Phase::kInstall
@@ -546,7 +548,6 @@ class Decoder {
 
   void DecodeArtifacts(const YAML::Node& node, const std::string& path, int line,
                        BuildSpecFile* spec) {
-    const std::string_view kNoSecondary = "bluegreen keeps one set of artifacts per build";
     DecodeMap(
         node, path, line,
         {
@@ -597,7 +598,8 @@ class Decoder {
             {"exclude-paths", false, Unsupported("list only the files to keep in files"), false},
             {"enable-symlinks", false, Unsupported("symbolic links are copied as files"), false},
             {"s3-prefix", false, Unsupported("artifacts are kept by bluegreen, not in S3"), false},
-            {"secondary-artifacts", false, Unsupported(std::string(kNoSecondary)), false},
+            {"secondary-artifacts", false,
+             Unsupported("bluegreen keeps one set of artifacts per build"), false},
         });
   }
 
@@ -690,7 +692,10 @@ bool MatchSegment(std::string_view pattern, std::string_view name) {
 struct MatchState {
   size_t pattern;
   size_t position;
-  auto operator<=>(const MatchState&) const = default;
+  bool operator==(const MatchState&) const = default;
+  bool operator<(const MatchState& other) const {
+    return std::tie(pattern, position) < std::tie(other.pattern, other.position);
+  }
 };
 
 class ArtifactWalker {

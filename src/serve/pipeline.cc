@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -321,8 +322,53 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
   req.env.emplace_back("CODEBUILD_RESOLVED_SOURCE_VERSION", e.commit);
   req.env.emplace_back("CODEBUILD_BUILD_NUMBER", number);
   req.env.emplace_back("CODEBUILD_SRC_DIR", work);
-  pipeline::BuildResult result;
-  Status st = pipeline::RunBuild(req, &result);
+  // The phases: one list for build.commands; for a buildspec, install, pre_build, build (then
+  // its finally, whatever build did), post_build, each with its on-failure.
+  struct Phase {
+    std::vector<std::string> commands;
+    bool continue_on_failure = false;
+    bool is_finally = false;
+  };
+  std::vector<Phase> phases;
+  if (from_buildspec) {
+    using pipeline::OnFailure;
+    phases.push_back({buildspec.install, buildspec.install_on_failure == OnFailure::kContinue});
+    phases.push_back({buildspec.pre_build, buildspec.pre_build_on_failure == OnFailure::kContinue});
+    phases.push_back({buildspec.build, buildspec.build_on_failure == OnFailure::kContinue});
+    phases.push_back({buildspec.finally_build,
+                      buildspec.build_on_failure == OnFailure::kContinue, true});
+    phases.push_back({buildspec.post_build, buildspec.post_build_on_failure == OnFailure::kContinue});
+  } else {
+    phases.push_back({req.commands, false});
+  }
+  const auto build_deadline = Clock::now() + spec->build.timeout;
+  Status st = Status::Ok();
+  bool abort_after_finally = false;  // build failed with ABORT: its finally runs, then stop
+  for (size_t i = 0; i < phases.size(); ++i) {
+    const Phase& phase = phases[i];
+    if (abort_after_finally && !phase.is_finally) break;
+    if (phase.commands.empty()) continue;
+    pipeline::BuildRequest one = req;
+    one.commands = phase.commands;
+    one.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(build_deadline - Clock::now());
+    if (one.timeout.count() <= 0) {
+      st = Status(StatusCode::kDeadlineExceeded,
+                  fmt::format("the build took longer than {}", FormatDuration(spec->build.timeout)));
+      break;
+    }
+    pipeline::BuildResult result;
+    Status phase_st = pipeline::RunBuild(one, &result);
+    if (!phase_st.ok() && st.ok()) st = phase_st;
+    if (phase.is_finally && abort_after_finally) break;
+    if (phase_st.ok()) continue;
+    if (cancel->load() || phase_st.code() == StatusCode::kDeadlineExceeded) break;
+    if (phase.continue_on_failure) continue;
+    if (from_buildspec && i == 2) {
+      abort_after_finally = true;
+      continue;
+    }
+    break;
+  }
   if (!st.ok()) {
     if (cancel->load()) {
       // serve is stopping (the build starts again at the next start) or the stack is gone.
@@ -338,20 +384,45 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     fs::remove_all(work, ec);
     return done();
   }
+  bool flatten = false;
   if (from_buildspec && !buildspec.artifact_files.empty()) {
     Result<std::vector<std::string>> files =
         pipeline::ExpandArtifactPatterns(artifact_root, buildspec.artifact_files);
-    if (!files.ok()) {
-      fail("artifacts: " + files.status().message());
+    if (!files.ok() || files->empty()) {
+      fail(files.ok() ? "artifacts: the buildspec's artifacts.files matched no file"
+                      : "artifacts: " + files.status().message());
       fs::remove_all(work, ec);
       return done();
     }
     artifact_paths = *files;
+    flatten = buildspec.discard_paths;
   }
   const std::string dest = fmt::format("{}/{}/{}", paths_.artifacts_dir(), e.stack, e.version);
   fs::create_directories(fs::path(dest).parent_path(), ec);
   fs::remove_all(dest, ec);
-  st = pipeline::CopyArtifacts(artifact_root, artifact_paths, dest);
+  if (flatten) {
+    // discard-paths: every file by its name alone, in one directory.
+    std::set<std::string> names;
+    for (const std::string& f : artifact_paths) {
+      if (!names.insert(fs::path(f).filename().string()).second) {
+        fail("artifacts: discard-paths: two files are named " + fs::path(f).filename().string());
+        fs::remove_all(work, ec);
+        return done();
+      }
+    }
+    const std::string flat = work + ".flat";
+    fs::remove_all(flat, ec);
+    fs::create_directories(flat, ec);
+    for (const std::string& f : artifact_paths) {
+      fs::copy_file(artifact_root + "/" + f, flat + "/" + fs::path(f).filename().string(), ec);
+      if (ec) break;
+    }
+    st = ec ? Internal("artifacts: " + ec.message())
+            : pipeline::CopyArtifacts(flat, {}, dest);
+    fs::remove_all(flat, ec);
+  } else {
+    st = pipeline::CopyArtifacts(artifact_root, artifact_paths, dest);
+  }
   fs::remove_all(work, ec);
   if (!st.ok()) {
     fail("artifacts: " + st.message());
