@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/http_client.h"
+#include "cli/api_client.h"
 #include "common/net.h"
 #include "stack/stack_spec.h"
 
@@ -26,123 +26,11 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// Consecutive failed polls tolerated while waiting (serve restarting), before giving up.
-constexpr int kMaxPollFailures = 20;
-
 std::string TrimSpace(std::string_view s) {
   size_t b = s.find_first_not_of(" \t\r\n");
   if (b == std::string_view::npos) return "";
   size_t e = s.find_last_not_of(" \t\r\n");
   return std::string(s.substr(b, e - b + 1));
-}
-
-// One API call's outcome: a parsed 2xx JSON answer (exit_code 0), or what went wrong.
-struct Answer {
-  int exit_code = kExitOk;
-  int http_status = 0;  // 0 when serve gave no answer
-  Status transport;     // why there was no answer
-  json body;
-  ApiError error;  // set when exit_code != 0
-};
-
-class ApiClient {
- public:
-  ApiClient(const ClientOptions& options, std::string token, std::string token_source)
-      : options_(options), token_(std::move(token)), token_source_(std::move(token_source)) {}
-
-  // Where the token came from: "$BLUEGREEN_TOKEN" or the admin.token path.
-  const std::string& token_source() const { return token_source_; }
-
-  Answer Call(const std::string& method, const std::string& target, std::string body = "",
-              const std::string& content_type = "application/json") const {
-    return CallWithTimeout(options_.request_timeout, method, target, std::move(body), content_type);
-  }
-
-  Answer CallWithTimeout(std::chrono::milliseconds timeout, const std::string& method,
-                         const std::string& target, std::string body = "",
-                         const std::string& content_type = "application/json") const {
-    HttpClientRequest request;
-    request.method = method;
-    request.target = target;
-    request.headers.emplace_back("Authorization", "Bearer " + token_);
-    request.headers.emplace_back("Accept", "application/json");
-    if (method == "PUT" || method == "POST") {
-      request.headers.emplace_back("Content-Type", content_type);
-    }
-    request.body = std::move(body);
-
-    Answer answer;
-    Result<HttpClientResponse> response = HttpCall(options_.api, request, timeout);
-    if (!response.ok()) {
-      answer.transport = response.status();
-      answer.exit_code = ExitCodeForTransportError(response.status());
-      answer.error.code = "unreachable";
-      if (answer.exit_code == kExitUnreachable) {
-        answer.error.message =
-            UnreachableMessage(options_.api, response.status(), options_.state_dir);
-      } else if (answer.exit_code == kExitBadInput) {
-        answer.error.message =
-            "bad --api address \"" + options_.api + "\": " + response.status().message();
-      } else {
-        answer.error.message =
-            "calling serve at " + options_.api + ": " + response.status().message();
-      }
-      return answer;
-    }
-    answer.http_status = response->status;
-    answer.exit_code = ExitCodeForHttpStatus(response->status);
-    if (answer.exit_code != kExitOk) {
-      answer.error = ParseApiError(response->status, response->body);
-      return answer;
-    }
-    answer.body = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
-    if (answer.body.is_discarded()) {
-      answer.exit_code = kExitFailed;
-      answer.error = {"bad_answer", "serve answered HTTP " + std::to_string(response->status) +
-                                        " with a body that is not JSON"};
-    }
-    return answer;
-  }
-
- private:
-  const ClientOptions& options_;
-  std::string token_;
-  std::string token_source_;
-};
-
-void PrintJson(const ClientOptions& c, const json& j) {
-  *c.out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-}
-
-// Prints "error: MESSAGE" and a hint for a failed call; returns its exit code.
-int Report(const ClientOptions& c, const ApiClient& api, const Answer& a, std::string_view command,
-           const std::string& name) {
-  *c.err << "error: " << a.error.message << "\n";
-  if (a.http_status != 0) {
-    std::string hint = HintForApiError(command, name, a.http_status, a.error.code);
-    if (a.http_status == 401) hint = "the token was read from " + api.token_source() + "; " + hint;
-    if (!hint.empty()) *c.err << "hint: " << hint << "\n";
-  }
-  return a.exit_code;
-}
-
-// A client with the token, or null after saying why there is no token.
-std::unique_ptr<ApiClient> Connect(const ClientOptions& c) {
-  const char* env = std::getenv("BLUEGREEN_TOKEN");
-  std::string env_token = env != nullptr ? env : "";
-  Result<std::string> token = LoadToken(env_token, c.state_dir);
-  if (!token.ok()) {
-    *c.err << "error: " << token.status().message() << "\n";
-    return nullptr;
-  }
-  std::string source = TrimSpace(env_token).empty()
-                           ? (std::filesystem::path(c.state_dir) / "admin.token").string()
-                           : "$BLUEGREEN_TOKEN";
-  return std::make_unique<ApiClient>(c, *token, std::move(source));
-}
-
-std::string StackPath(const std::string& name) {
-  return "/api/v1/stacks/" + EscapePathSegment(name);
 }
 
 struct WaitOutcome {

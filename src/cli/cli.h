@@ -1,15 +1,18 @@
-// The client commands of the bluegreen CLI: `up`, `down`, `status`, `stacks` and `deploy`. Each is
-// a few calls to the REST API of `bluegreen serve` (docs/api.md) made with HttpCall, printing text
-// for people by default and the server's JSON with --json. docs/cli.md is the user's reference;
-// its exit codes (below) and its --json output are a contract that scripts rely on.
+// The client commands of the bluegreen CLI: `up`, `down`, `status`, `stacks` and `deploy`, and
+// the pipeline's `release`, `approve`, `reject`, `rollback`, `executions`, `logs` and `secret set`.
+// Each is a few calls to the REST API of `bluegreen serve` (docs/api.md) made with HttpCall,
+// printing text for people by default and the server's JSON with --json. docs/cli.md is the user's
+// reference; its exit codes (below) and its --json output are a contract that scripts rely on.
 //
-// The Run* functions block (HTTP calls, polling) and write to the streams of their ClientOptions;
-// they share no state, so several may run at once on different streams. The Format*/Check*
-// functions below them are pure and thread-safe; they take the server's JSON as parsed and never
-// throw on a shape they do not expect (a missing field prints as "-" or is skipped).
+// The Run* functions block (HTTP calls, polling) and write to the streams of their ClientOptions
+// (and read its `in` where they ask for input); they share no state, so several may run at once on
+// different streams. The Format*/Check* functions below them are pure and thread-safe; they take
+// the server's JSON as parsed and never throw on a shape they do not expect (a missing field
+// prints as "-" or is skipped).
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <iostream>
 #include <ostream>
 #include <string>
@@ -41,7 +44,9 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout = std::chrono::seconds(30);  // per HTTP call
   std::chrono::milliseconds poll_interval = std::chrono::milliseconds(500);
   std::ostream* out = &std::cout;  // results
-  std::ostream* err = &std::cerr;  // errors, hints and (with --json) nothing else
+  std::ostream* err = &std::cerr;  // errors, hints, prompts and (with --json) nothing else
+  std::istream* in = &std::cin;    // answers to prompts, `secret set`'s value
+  bool interactive = false;        // `in` is a terminal: main sets it from isatty(0)
 };
 
 // $BLUEGREEN_API when set and not blank, else kDefaultApi.
@@ -89,6 +94,57 @@ struct DeployOptions {
 };
 int RunDeploy(const ClientOptions& client, const DeployOptions& options);
 
+// The pipeline (docs/api.md "The pipeline"; src/cli/pipeline_commands.cc).
+
+// `bluegreen release NAME`: starts an execution on the stack's branch head.
+int RunRelease(const ClientOptions& client, const std::string& name);
+
+// `bluegreen approve NAME` and `bluegreen reject NAME`: act on the execution waiting for
+// approval (exit 6 when none waits).
+struct ReviewOptions {
+  std::string name;
+  std::string comment;  // empty = none
+};
+int RunApprove(const ClientOptions& client, const ReviewOptions& options);
+int RunReject(const ClientOptions& client, const ReviewOptions& options);
+
+// `bluegreen rollback NAME`: reads the stack's status and says which version becomes live, asks
+// for confirmation unless `yes` (without `yes`, a stdin that is not a terminal is exit 2), starts
+// the rollback, then (with `wait`) polls its execution until it has ended: exit 0 when it
+// Succeeded, else 1 with its reason.
+struct RollbackOptions {
+  std::string name;
+  std::string comment;
+  bool yes = false;
+  bool wait = true;
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+int RunRollback(const ClientOptions& client, const RollbackOptions& options);
+
+// `bluegreen executions NAME`: the newest `limit` executions (0 = all serve gives, at most 100).
+struct ExecutionsOptions {
+  std::string name;
+  int limit = 20;
+};
+int RunExecutions(const ClientOptions& client, const ExecutionsOptions& options);
+
+// `bluegreen logs NAME [EXECUTION]`: the build log on `out`, as it is; with `follow`, polls for
+// more every poll_interval until serve says the build has ended.
+struct LogsOptions {
+  std::string name;
+  std::string execution = "latest";  // a number or "latest"
+  bool follow = false;
+};
+int RunLogs(const ClientOptions& client, const LogsOptions& options);
+
+// `bluegreen secret set NAME KEY`: reads one line from `in` (without echo on a terminal) and
+// sends it as the secret KEY of the stack. Never prints the value.
+struct SecretOptions {
+  std::string name;
+  std::string key;  // git_token or webhook_secret
+};
+int RunSecretSet(const ClientOptions& client, const SecretOptions& options);
+
 // ---------------------------------------------------------------------------------------------
 // Pure functions behind the commands (unit-tested in tests/serve/cli_format_test.cc).
 
@@ -113,7 +169,8 @@ std::string UnreachableMessage(const std::string& api, const Status& status,
                                const std::string& state_dir);
 
 // What to do next after an API error in `command` ("up", "down", "status", "stacks", "deploy",
-// "versions") on stack `name`; empty when there is nothing useful to add.
+// "versions", "release", "approve", "reject", "rollback", "executions", "logs", "secret") on
+// stack `name`; empty when there is nothing useful to add.
 std::string HintForApiError(std::string_view command, const std::string& name, int http_status,
                             std::string_view code);
 
@@ -125,8 +182,9 @@ std::string PrefixLines(std::string_view prefix, std::string_view text);
 std::string EscapePathSegment(std::string_view segment);
 
 // Text forms of API answers, each ending in '\n'.
-// GET /api/v1/stacks/NAME: listeners with the side behind them and which one is LIVE, then the
-// services, the targets and the tasks that are neither running nor stopped.
+// GET /api/v1/stacks/NAME: listeners with the side behind them and which one is LIVE, the
+// pipeline's current execution (with what to do when it waits for approval), then the services,
+// the targets and the tasks that are neither running nor stopped.
 std::string FormatStatus(const nlohmann::json& status);
 // GET /api/v1/stacks: a table NAME LIVE PROD TEST SERVICES, or how to create a first stack.
 std::string FormatStacks(const nlohmann::json& stacks);
@@ -164,5 +222,35 @@ std::vector<std::string> UpProgress(const nlohmann::json& status);
 std::vector<std::string> DeployProgress(const nlohmann::json& status,
                                         const std::vector<std::string>& services,
                                         std::string_view version);
+
+// The pipeline's answers.
+// An execution in one line: "execution 3  WaitingForApproval  Review  version 3-9f1c2ab  commit
+// 9f1c2ab Make the background green" (no trailing newline).
+std::string ExecutionLine(const nlohmann::json& execution);
+// True when an execution has ended: its status is neither InProgress nor WaitingForApproval.
+bool ExecutionEnded(const nlohmann::json& execution);
+// POST .../release of stack `name`: "started execution N of NAME (follow it: ...)".
+std::string FormatReleaseAnswer(const nlohmann::json& answer, const std::string& name);
+// POST .../approve and .../reject.
+std::string FormatApproveAnswer(const nlohmann::json& answer, const std::string& name);
+std::string FormatRejectAnswer(const nlohmann::json& answer, const std::string& name);
+// GET .../executions: a table ID STATUS STAGE VERSION COMMIT MESSAGE APPROVED-BY AGE of the
+// newest `limit` (0 = all), ages counted to `now_ms` (ms since the epoch); or how to start one.
+std::string FormatExecutions(const nlohmann::json& answer, const std::string& name, int64_t now_ms,
+                             size_t limit);
+// A time span as an age: "42s", "5m", "3h", "2d"; "0s" for a negative one.
+std::string FormatAge(int64_t ms);
+
+// What `rollback` would do, from the stack's status: the side behind the test listener (and its
+// version) becomes live. `possible` is false, and `text` says why, when that side runs no version
+// or when the stack's current execution is in Deploy, Review or Swap (serve would refuse).
+struct RollbackPreview {
+  bool possible = false;
+  std::string text;  // one line, no trailing newline
+};
+RollbackPreview PreviewRollback(const nlohmann::json& status, const std::string& name);
+
+// The keys `secret set` takes: git_token, webhook_secret.
+bool IsSecretKey(std::string_view key);
 
 }  // namespace bluegreen::cli

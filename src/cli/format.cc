@@ -123,6 +123,53 @@ std::string ListenForm(std::string_view api) {
   return std::string(api);
 }
 
+// `s` cut to `max_chars` code points (the last three being "..." when cut), control characters
+// as spaces; a UTF-8 sequence is never split.
+std::string Truncate(std::string_view s, size_t max_chars) {
+  std::string clean;
+  for (char ch : s) clean += (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ? ' ' : ch;
+  auto chars = [](std::string_view t) {
+    size_t n = 0;
+    for (char ch : t) n += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+    return n;
+  };
+  if (chars(clean) <= max_chars) return clean;
+  const size_t keep = max_chars > 3 ? max_chars - 3 : 0;
+  size_t n = 0;
+  size_t i = 0;
+  for (; i < clean.size(); ++i) {
+    if ((static_cast<unsigned char>(clean[i]) & 0xC0) != 0x80) {
+      if (n == keep) break;
+      ++n;
+    }
+  }
+  std::string kept = clean.substr(0, i);
+  while (!kept.empty() && kept.back() == ' ') kept.pop_back();
+  return kept + "...";
+}
+
+// A string member, or `absent` when it is missing, not a string or empty.
+std::string NonEmpty(const json& j, std::string_view absent = "-") {
+  std::string text = j.is_string() ? j.get<std::string>() : "";
+  return text.empty() ? std::string(absent) : text;
+}
+
+// The port of the listener named `name` ("production", "test"), or "?".
+std::string ListenerPort(const json& status, std::string_view name) {
+  for (const json& l : Array(Get(status, "listeners"))) {
+    if (Text(Get(l, "name"), "") == name) return Text(Get(l, "port"), "?");
+  }
+  return "?";
+}
+
+// "execution 3 (version 3-9f1c2ab)" for the execution of an approve/reject/release answer.
+std::string ExecutionName(const json& e) {
+  std::string out = "execution " + Text(Get(e, "id"), "?");
+  std::string version = NonEmpty(Get(e, "version"), "");
+  if (!version.empty()) out += " (version " + version + ")";
+  return out;
+}
+
 }  // namespace
 
 int ExitCodeForHttpStatus(int http_status) {
@@ -194,6 +241,10 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
     case 403:
       return "this token is not allowed to do that";
     case 404:
+      if (command == "logs") {
+        return "list the executions with: bluegreen executions " + name +
+               " (and the stacks with: bluegreen stacks)";
+      }
       if (command == "deploy" || command == "versions") {
         return "a version is registered by deploying it with --artifact DIR or --image IMAGE; "
                "the stacks are listed by: bluegreen stacks";
@@ -208,6 +259,14 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
       if (command == "versions") {
         return "give this build a new version name, or deploy the registered one without "
                "--artifact/--image";
+      }
+      if (command == "release") return "";  // serve's message says what the stack lacks
+      if (command == "approve" || command == "reject") {
+        return "see where the executions of " + name + " are: bluegreen executions " + name;
+      }
+      if (command == "rollback") {
+        return "see the executions and what runs where: bluegreen executions " + name +
+               "; bluegreen status " + name;
       }
       return "a rollout is in progress: follow it with: bluegreen status " + name;
     case 413:
@@ -279,6 +338,19 @@ std::string FormatStatus(const json& status) {
     out += "  no listeners\n";
   } else {
     out += Table(listeners, "  ");
+  }
+
+  const json& execution = Get(status, "execution");
+  if (execution.is_object()) {
+    out += "  " + ExecutionLine(execution) + "\n";
+    const std::string state = Text(Get(execution, "status"), "");
+    const std::string reason = Text(Get(execution, "reason"), "");
+    if (state == "WaitingForApproval") {
+      out += "    review it on the test listener :" + ListenerPort(status, "test") +
+             ", then: bluegreen approve " + Text(Get(status, "name"), "NAME") + "\n";
+    } else if (ExecutionEnded(execution) && !reason.empty()) {
+      out += "    " + Truncate(reason, 200) + "\n";
+    }
   }
 
   std::vector<std::vector<std::string>> services;
@@ -462,5 +534,133 @@ std::vector<std::string> DeployProgress(const json& status,
   }
   return lines;
 }
+
+std::string ExecutionLine(const json& e) {
+  std::string line = "execution " + Text(Get(e, "id"), "?");
+  if (Text(Get(e, "kind"), "") == "rollback") line += " (rollback)";
+  line += "  " + Text(Get(e, "status"), "?") + "  " + Text(Get(e, "stage"), "?") + "  version " +
+          NonEmpty(Get(e, "version"));
+  std::string commit = NonEmpty(Get(e, "commit"), "");
+  if (!commit.empty()) {
+    line += "  commit " + commit.substr(0, 7);
+    std::string message = NonEmpty(Get(e, "commit_message"), "");
+    if (!message.empty()) line += " " + Truncate(message, 60);
+  }
+  return line;
+}
+
+bool ExecutionEnded(const json& e) {
+  const std::string status = Text(Get(e, "status"), "");
+  return !status.empty() && status != "InProgress" && status != "WaitingForApproval";
+}
+
+std::string FormatReleaseAnswer(const json& answer, const std::string& name) {
+  const std::string id = Text(Get(Get(answer, "execution"), "id"), "?");
+  return "started execution " + id + " of " + name + " (follow it: bluegreen executions " + name +
+         "; its build output: bluegreen logs " + name + " " + id + " --follow)\n";
+}
+
+std::string FormatApproveAnswer(const json& answer, const std::string& name) {
+  const json& e = Get(answer, "execution");
+  return "approved " + ExecutionName(e) +
+         ": swapping production to it (see the result: " + "bluegreen status " + name + ")\n";
+}
+
+std::string FormatRejectAnswer(const json& answer, const std::string& name) {
+  const json& e = Get(answer, "execution");
+  (void)name;
+  return "rejected " + ExecutionName(e) + ": production is unchanged\n";
+}
+
+std::string FormatAge(int64_t ms) {
+  if (ms < 0) ms = 0;
+  const int64_t s = ms / 1000;
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 60 * 60) return std::to_string(s / 60) + "m";
+  if (s < 48 * 60 * 60) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
+}
+
+std::string FormatExecutions(const json& answer, const std::string& name, int64_t now_ms,
+                             size_t limit) {
+  const json& list = Array(Get(answer, "executions"));
+  if (list.empty()) {
+    return "no executions of " + name +
+           " yet: push a commit to its branch, or start one with: " + "bluegreen release " + name +
+           "\n";
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "STATUS", "STAGE", "VERSION", "COMMIT", "MESSAGE", "APPROVED-BY", "AGE"}};
+  size_t shown = 0;
+  for (const json& e : list) {
+    if (limit != 0 && shown == limit) break;
+    ++shown;
+    std::string message = NonEmpty(Get(e, "commit_message"), "");
+    if (Text(Get(e, "kind"), "") == "rollback") {
+      message = message.empty() ? "(rollback)" : "(rollback) " + message;
+    }
+    const json& created = Get(e, "created_at");
+    rows.push_back(
+        {Text(Get(e, "id")), NonEmpty(Get(e, "status")), NonEmpty(Get(e, "stage")),
+         NonEmpty(Get(e, "version")), NonEmpty(Get(e, "commit")).substr(0, 7),
+         message.empty() ? "-" : Truncate(message, 40), NonEmpty(Get(e, "approved_by")),
+         created.is_number() && Int(created) > 0 ? FormatAge(now_ms - Int(created)) : "-"});
+  }
+  std::string out = Table(rows, "");
+  if (shown < list.size()) {
+    out += "(the " + std::to_string(shown) + " newest of " + std::to_string(list.size()) +
+           "; --limit N for more)\n";
+  }
+  return out;
+}
+
+RollbackPreview PreviewRollback(const json& status, const std::string& name) {
+  const std::string live = Text(Get(status, "live"), "");
+  const json* live_service = nullptr;
+  const json* test_service = nullptr;
+  for (const json& s : Array(Get(status, "services"))) {
+    const std::string identifier = Text(Get(s, "identifier"), "");
+    if (identifier.empty()) continue;
+    if (identifier == live) {
+      live_service = &s;
+    } else if (test_service == nullptr) {
+      test_service = &s;
+    }
+  }
+  RollbackPreview p;
+  // Serve refuses while an execution holds the stack (docs/api.md): say so before asking.
+  const json& execution = Get(status, "execution");
+  const std::string stage = Text(Get(execution, "stage"), "");
+  if (execution.is_object() && !ExecutionEnded(execution) &&
+      (stage == "Deploy" || stage == "Review" || stage == "Swap")) {
+    p.text = "execution " + Text(Get(execution, "id"), "?") + " is in " + stage + " (" +
+             Text(Get(execution, "status"), "?") + "): a rollback now could make a version " +
+             "live that nobody approved; " +
+             (stage == "Review" ? "reject it first (bluegreen reject " + name + ")"
+                                : "wait until it has ended");
+    return p;
+  }
+  if (test_service == nullptr) {
+    p.possible = true;  // a shape we do not know: let serve decide
+    p.text = "rolling back " + name + " swaps production to the side behind the test listener";
+    return p;
+  }
+  const std::string test_id = Text(Get(*test_service, "identifier"));
+  const std::string test_version = NonEmpty(Get(*test_service, "version"), "");
+  if (test_version.empty()) {
+    p.text = "the test side (" + test_id + ") runs no version: there is nothing to roll back to";
+    return p;
+  }
+  p.possible = true;
+  std::string live_part = live.empty() ? "the live side (" : live + " (";
+  if (live_service != nullptr) live_part += NonEmpty(Get(*live_service, "version")) + ", ";
+  p.text = "rolling back " + name + " makes " + test_version +
+           " live: production :" + ListenerPort(status, "production") + " goes to " + test_id +
+           " (" + test_version + "), and " + live_part +
+           "live now) moves behind the test listener :" + ListenerPort(status, "test");
+  return p;
+}
+
+bool IsSecretKey(std::string_view key) { return key == "git_token" || key == "webhook_secret"; }
 
 }  // namespace bluegreen::cli

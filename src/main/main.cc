@@ -1,5 +1,7 @@
 // The bluegreen executable: flag parsing and dispatch to the components. The only code here that
 // is not shared with the tests.
+#include <unistd.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -50,8 +52,10 @@ int RunProxy(const std::string& config_path, bool check_only) {
   return server.Run();
 }
 
-// The options every client command takes: where serve is, where its token is, --json.
-void AddClientFlags(CLI::App* command, bluegreen::cli::ClientOptions* options) {
+// The options every client command takes: where serve is, where its token is, --json (unless
+// the command prints no JSON).
+void AddClientFlags(CLI::App* command, bluegreen::cli::ClientOptions* options,
+                    bool with_json = true) {
   command->add_option("--api", options->api,
                       "address of bluegreen serve: http://HOST:PORT, HOST:PORT or unix:/path "
                       "(default: $BLUEGREEN_API, else http://127.0.0.1:7070)");
@@ -59,7 +63,9 @@ void AddClientFlags(CLI::App* command, bluegreen::cli::ClientOptions* options) {
                       "state directory of serve; its admin.token is the API token when "
                       "$BLUEGREEN_TOKEN is not set (default: $BLUEGREEN_STATE_DIR, else "
                       "/var/lib/bluegreen for root, ~/.local/state/bluegreen for others)");
-  command->add_flag("--json", options->json, "print the server's JSON instead of text");
+  if (with_json) {
+    command->add_flag("--json", options->json, "print the server's JSON instead of text");
+  }
 }
 
 // "5m" -> milliseconds; false (after saying why) for a bad duration.
@@ -187,6 +193,99 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   AddClientFlags(deploy, &client);
 
+  // The pipeline (docs/cli.md "The pipeline").
+  std::string release_name;
+  CLI::App* release = app.add_subcommand(
+      "release", "Start a pipeline execution on the branch head now (\"Release change\")");
+  release->footer(
+      "Example:\n"
+      "  bluegreen release demo\n"
+      "  bluegreen release demo --json");
+  release->add_option("name", release_name, "stack name")->required();
+  AddClientFlags(release, &client);
+
+  bluegreen::cli::ReviewOptions review_options;
+  CLI::App* approve = app.add_subcommand(
+      "approve", "Approve the execution waiting for approval: swap production to it");
+  approve->footer(
+      "Example:\n"
+      "  bluegreen approve demo\n"
+      "  bluegreen approve demo --comment \"checked on :8001\"");
+  CLI::App* reject = app.add_subcommand(
+      "reject", "Reject the execution waiting for approval: production stays as it is");
+  reject->footer(
+      "Example:\n"
+      "  bluegreen reject demo --comment \"the header is broken\"");
+  for (CLI::App* command : {approve, reject}) {
+    command->add_option("name", review_options.name, "stack name")->required();
+    command->add_option("--comment", review_options.comment,
+                        "recorded with the decision (at most 4096 bytes)");
+    AddClientFlags(command, &client);
+  }
+
+  bluegreen::cli::RollbackOptions rollback_options;
+  bool rollback_no_wait = false;
+  std::string rollback_timeout = "5m";
+  CLI::App* rollback = app.add_subcommand(
+      "rollback",
+      "Swap production back to the version it ran before the last swap (still running on the "
+      "test side)");
+  rollback->footer(
+      "Example:\n"
+      "  bluegreen rollback demo\n"
+      "  bluegreen rollback demo --yes --comment \"errors after the release\"");
+  rollback->add_option("name", rollback_options.name, "stack name")->required();
+  rollback->add_option("--comment", rollback_options.comment, "recorded with the rollback");
+  rollback->add_flag("-y,--yes", rollback_options.yes,
+                     "do not ask for confirmation (needed when stdin is not a terminal)");
+  rollback->add_flag("--no-wait", rollback_no_wait, "return once the rollback has started");
+  rollback->add_option("--timeout", rollback_timeout, "how long to wait for the swap")
+      ->capture_default_str();
+  AddClientFlags(rollback, &client);
+
+  bluegreen::cli::ExecutionsOptions executions_options;
+  CLI::App* executions =
+      app.add_subcommand("executions", "List the pipeline's executions of a stack, newest first");
+  executions->footer(
+      "Example:\n"
+      "  bluegreen executions demo\n"
+      "  bluegreen executions demo --limit 5 --json");
+  executions->add_option("name", executions_options.name, "stack name")->required();
+  executions
+      ->add_option("--limit", executions_options.limit,
+                   "show the N newest (0 = all serve keeps, at most 100)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  AddClientFlags(executions, &client);
+
+  bluegreen::cli::LogsOptions logs_options;
+  CLI::App* logs = app.add_subcommand("logs", "Print the build log of an execution");
+  logs->footer(
+      "Example:\n"
+      "  bluegreen logs demo               (the latest execution)\n"
+      "  bluegreen logs demo 3 --follow");
+  logs->add_option("name", logs_options.name, "stack name")->required();
+  logs->add_option("execution", logs_options.execution, "execution number, or latest")
+      ->capture_default_str();
+  logs->add_flag("-f,--follow", logs_options.follow,
+                 "keep printing the log as it grows, until the build has ended");
+  AddClientFlags(logs, &client, /*with_json=*/false);
+
+  CLI::App* secret = app.add_subcommand("secret", "Manage the secrets of a stack");
+  secret->require_subcommand(1);
+  bluegreen::cli::SecretOptions secret_options;
+  CLI::App* secret_set = secret->add_subcommand(
+      "set", "Set a secret of a stack from stdin (asked for without echo on a terminal)");
+  secret_set->footer(
+      "KEY is git_token (for https repositories) or webhook_secret (checks the webhook's "
+      "signature).\n"
+      "Example:\n"
+      "  bluegreen secret set demo git_token                (asks for it)\n"
+      "  bluegreen secret set demo webhook_secret < secret.txt");
+  secret_set->add_option("name", secret_options.name, "stack name")->required();
+  secret_set->add_option("key", secret_options.key, "git_token or webhook_secret")->required();
+  AddClientFlags(secret_set, &client);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -213,6 +312,7 @@ int main(int argc, char** argv) {
   }
 
   if (client.state_dir.empty()) client.state_dir = bluegreen::serve::DefaultStateDir();
+  client.interactive = ::isatty(STDIN_FILENO) == 1;
   if (up->parsed()) {
     up_options.wait = !up_no_wait;
     if (!ParseTimeout(up_timeout, &up_options.timeout)) return bluegreen::cli::kExitBadInput;
@@ -231,5 +331,18 @@ int main(int argc, char** argv) {
     }
     return bluegreen::cli::RunDeploy(client, deploy_options);
   }
+  if (release->parsed()) return bluegreen::cli::RunRelease(client, release_name);
+  if (approve->parsed()) return bluegreen::cli::RunApprove(client, review_options);
+  if (reject->parsed()) return bluegreen::cli::RunReject(client, review_options);
+  if (rollback->parsed()) {
+    rollback_options.wait = !rollback_no_wait;
+    if (!ParseTimeout(rollback_timeout, &rollback_options.timeout)) {
+      return bluegreen::cli::kExitBadInput;
+    }
+    return bluegreen::cli::RunRollback(client, rollback_options);
+  }
+  if (executions->parsed()) return bluegreen::cli::RunExecutions(client, executions_options);
+  if (logs->parsed()) return bluegreen::cli::RunLogs(client, logs_options);
+  if (secret_set->parsed()) return bluegreen::cli::RunSecretSet(client, secret_options);
   return 2;
 }

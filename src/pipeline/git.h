@@ -1,9 +1,11 @@
 // The Source stage's access to git: the head commit of a branch, and a fresh checkout of one
 // commit. Both run the git command-line tool as a child process (argv, never a shell), each in its
 // own session with stdin on /dev/null, a time limit, and an environment built from scratch: no
-// system or global git configuration, no terminal or askpass prompts, no GIT_* variable of the
-// calling process. A credential reaches git only through the child's environment (never argv, so
-// it is not visible in ps) and is redacted from every message these functions return.
+// system or global git configuration, no hooks, no terminal or askpass prompts (ssh runs with
+// BatchMode=yes), and of the calling process's variables only PATH, HOME, SSH_AUTH_SOCK, the
+// proxy and CA-file ones, GIT_SSL_CAINFO and GIT_SSH_COMMAND. A credential reaches git only
+// through the child's environment (never argv, so it is not visible in ps) and is redacted from
+// every message these functions return.
 //
 // The functions are thread-safe: they share no state, and several may run at once.
 #pragma once

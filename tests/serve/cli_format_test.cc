@@ -1,6 +1,7 @@
-// Tests of the CLI's client commands (src/cli): the pure functions (exit codes, error texts, the
-// text forms of API answers, the wait conditions) on literal JSON shaped as in docs/api.md, and
-// the commands themselves against a fake serve that answers as docs/api.md says.
+// Tests of the CLI's client commands (src/cli), the pipeline's included: the pure functions (exit
+// codes, error texts, the text forms of API answers, the wait conditions) on literal JSON shaped
+// as in docs/api.md, and the commands themselves against a fake serve that answers as docs/api.md
+// says.
 #include "cli/cli.h"
 
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "common/http_server.h"
+#include "common/utf8.h"
 
 namespace bluegreen::cli {
 namespace {
@@ -371,6 +373,220 @@ TEST(CliWait, FirstDeployPutsTheVersionOnBothServices) {
   }
   s["services"][0]["rollout"] = nullptr;
   EXPECT_EQ(CheckDeployDone(s, both, "v1").state, WaitCheck::kDone);
+}
+
+// An execution as docs/api.md shows it: waiting for approval.
+const json kWaitingExecution = json::parse(R"({
+  "id": 3, "stack": "demo", "kind": "release", "trigger": "poll",
+  "commit": "9f1c2ab83d0e4c1b9a7f6e5d4c3b2a1908f7e6d5", "commit_message": "Make the background green",
+  "author": "Ann", "version": "3-9f1c2ab", "status": "WaitingForApproval", "stage": "Review",
+  "stages": {"Source": {"status": "Succeeded", "started_at": 1764330000000,
+                        "ended_at": 1764330000400, "duration_ms": 400},
+             "Review": {"status": "WaitingForApproval", "started_at": 1764330009000}},
+  "reason": "", "deploy_services": "Code2", "from_version": "", "approved_by": "", "comment": "",
+  "created_at": 1764330000000, "updated_at": 1764330009000
+})");
+
+TEST(CliPipelineFormat, StatusShowsTheExecutionWaitingForApproval) {
+  json s = WithCode2(nullptr);
+  s["tasks"] = json::array();
+  s["execution"] = kWaitingExecution;
+  EXPECT_EQ(FormatStatus(s),
+            "demo (runtime: process)\n"
+            "  production  :8000  -> demo-blue   Code1  v1  LIVE\n"
+            "  test        :8001  -> demo-green  Code2  v2\n"
+            "  execution 3  WaitingForApproval  Review  version 3-9f1c2ab  commit 9f1c2ab Make "
+            "the background green\n"
+            "    review it on the test listener :8001, then: bluegreen approve demo\n"
+            "  services\n"
+            "    Code1  v1  2/2 running\n"
+            "    Code2  v2  1/2 running\n"
+            "  targets\n"
+            "    demo-blue   127.0.0.1:41001  healthy\n"
+            "    demo-blue   127.0.0.1:41002  healthy\n"
+            "    demo-green  127.0.0.1:41003  healthy\n"
+            "    demo-green  127.0.0.1:41004  unhealthy\n");
+}
+
+TEST(CliPipelineFormat, StatusShowsWhyTheLastExecutionEnded) {
+  json s = kStatus;
+  json e = kWaitingExecution;
+  e["status"] = "Failed";
+  e["stage"] = "Build";
+  e["version"] = "";
+  e["reason"] = "build: command exited with status 2";
+  s["execution"] = e;
+  std::string text = FormatStatus(s);
+  EXPECT_NE(text.find("  test        :8001  -> demo-green  Code2  v2\n"
+                      "  execution 3  Failed  Build  version -  commit 9f1c2ab Make the "
+                      "background green\n"
+                      "    build: command exited with status 2\n"
+                      "  services\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("bluegreen approve"), std::string::npos) << text;
+  // Null (no execution yet) and odd shapes add nothing.
+  s["execution"] = nullptr;
+  EXPECT_EQ(FormatStatus(s).find("execution"), std::string::npos);
+  s["execution"] = json::object();
+  EXPECT_NO_THROW(FormatStatus(s));
+  s["execution"] = {{"id", "x"}, {"status", 5}, {"commit", 7}};
+  EXPECT_NO_THROW(FormatStatus(s));
+}
+
+TEST(CliPipelineFormat, ExecutionLine) {
+  EXPECT_EQ(ExecutionLine(kWaitingExecution),
+            "execution 3  WaitingForApproval  Review  version 3-9f1c2ab  commit 9f1c2ab Make the "
+            "background green");
+  json rollback = {{"id", 5},         {"kind", "rollback"}, {"status", "InProgress"},
+                   {"stage", "Swap"}, {"version", "v1"},    {"commit", ""}};
+  EXPECT_EQ(ExecutionLine(rollback), "execution 5 (rollback)  InProgress  Swap  version v1");
+  EXPECT_EQ(ExecutionLine(json()), "execution ?  ?  ?  version -");
+}
+
+TEST(CliPipelineFormat, ExecutionEnded) {
+  for (const char* status : {"Succeeded", "Failed", "Rejected", "Superseded"}) {
+    EXPECT_TRUE(ExecutionEnded({{"status", status}})) << status;
+  }
+  EXPECT_FALSE(ExecutionEnded({{"status", "InProgress"}}));
+  EXPECT_FALSE(ExecutionEnded({{"status", "WaitingForApproval"}}));
+  EXPECT_FALSE(ExecutionEnded(json()));
+}
+
+TEST(CliPipelineFormat, Answers) {
+  json started = kWaitingExecution;
+  started["id"] = 4;
+  started["status"] = "InProgress";
+  started["stage"] = "Source";
+  EXPECT_EQ(FormatReleaseAnswer({{"execution", started}}, "demo"),
+            "started execution 4 of demo (follow it: bluegreen executions demo; its build "
+            "output: bluegreen logs demo 4 --follow)\n");
+  EXPECT_EQ(FormatApproveAnswer({{"execution", kWaitingExecution}}, "demo"),
+            "approved execution 3 (version 3-9f1c2ab): swapping production to it (see the "
+            "result: bluegreen status demo)\n");
+  EXPECT_EQ(FormatRejectAnswer({{"execution", kWaitingExecution}}, "demo"),
+            "rejected execution 3 (version 3-9f1c2ab): production is unchanged\n");
+  EXPECT_NO_THROW(FormatReleaseAnswer(json(), "demo"));
+}
+
+TEST(CliPipelineFormat, Age) {
+  EXPECT_EQ(FormatAge(-5), "0s");
+  EXPECT_EQ(FormatAge(59'999), "59s");
+  EXPECT_EQ(FormatAge(60'000), "1m");
+  EXPECT_EQ(FormatAge(3'599'000), "59m");
+  EXPECT_EQ(FormatAge(3'600'000), "1h");
+  EXPECT_EQ(FormatAge(47 * 3'600'000LL), "47h");
+  EXPECT_EQ(FormatAge(48 * 3'600'000LL), "2d");
+}
+
+json ExecutionsAnswer() {
+  json older = kWaitingExecution;
+  older["id"] = 2;
+  older["status"] = "Succeeded";
+  older["stage"] = "Swap";
+  older["version"] = "2-1a2b3c4";
+  older["commit"] = "1a2b3c4d5e6f";
+  older["commit_message"] = "A commit message that is much longer than the table has room for";
+  older["approved_by"] = "admin";
+  older["created_at"] = 1764330000000 - 2 * 3600 * 1000;
+  json rollback = {{"id", 4},
+                   {"kind", "rollback"},
+                   {"status", "Succeeded"},
+                   {"stage", "Swap"},
+                   {"version", "2-1a2b3c4"},
+                   {"commit", "1a2b3c4d5e6f"},
+                   {"commit_message", "Fix"},
+                   {"approved_by", "admin"},
+                   {"created_at", 1764330000000 + 90 * 1000}};
+  return {{"executions", {rollback, kWaitingExecution, older}}};
+}
+
+TEST(CliPipelineFormat, ExecutionsTable) {
+  const int64_t now = 1764330000000 + 100 * 1000;
+  EXPECT_EQ(FormatExecutions(ExecutionsAnswer(), "demo", now, 0),
+            "ID  STATUS              STAGE   VERSION    COMMIT   MESSAGE                         "
+            "         APPROVED-BY  AGE\n"
+            "4   Succeeded           Swap    2-1a2b3c4  1a2b3c4  (rollback) Fix                  "
+            "         admin        10s\n"
+            "3   WaitingForApproval  Review  3-9f1c2ab  9f1c2ab  Make the background green       "
+            "         -            1m\n"
+            "2   Succeeded           Swap    2-1a2b3c4  1a2b3c4  A commit message that is much "
+            "longer...  admin        2h\n");
+  std::string two = FormatExecutions(ExecutionsAnswer(), "demo", now, 2);
+  EXPECT_NE(two.find("\n3 "), std::string::npos) << two;
+  EXPECT_EQ(two.find("\n2 "), std::string::npos) << two;
+  EXPECT_NE(two.find("(the 2 newest of 3; --limit N for more)\n"), std::string::npos) << two;
+  EXPECT_EQ(FormatExecutions(json::parse(R"({"executions": []})"), "demo", now, 20),
+            "no executions of demo yet: push a commit to its branch, or start one with: "
+            "bluegreen release demo\n");
+  // Before the build, an execution has no version and may have no commit yet.
+  json early = {{"executions",
+                 {{{"id", 1},
+                   {"status", "InProgress"},
+                   {"stage", "Source"},
+                   {"commit", ""},
+                   {"version", ""},
+                   {"created_at", now}}}}};
+  EXPECT_EQ(FormatExecutions(early, "demo", now, 20),
+            "ID  STATUS      STAGE   VERSION  COMMIT  MESSAGE  APPROVED-BY  AGE\n"
+            "1   InProgress  Source  -        -       -        -            0s\n");
+}
+
+TEST(CliPipelineFormat, ExecutionsMessagesAreCutWithoutSplittingACharacter) {
+  json e = {{"id", 1},
+            {"status", "Succeeded"},
+            {"commit_message", "Grüße aus Köln, Zürich und Malmö: ein längerer Text\tmit Tab"}};
+  std::string text = FormatExecutions({{"executions", {e}}}, "demo", 0, 0);
+  EXPECT_NE(text.find("Grüße aus Köln, Zürich und Malmö: ein...  "), std::string::npos) << text;
+  EXPECT_TRUE(IsCleanUtf8(text));
+}
+
+TEST(CliPipelineFormat, RollbackPreviewNamesTheVersionThatBecomesLive) {
+  // After a swap: production on Code2 (v2); Code1 still runs v1 behind the test listener.
+  json s = kStatus;
+  s["live"] = "Code2";
+  s["services"][1]["rollout"] = nullptr;
+  RollbackPreview p = PreviewRollback(s, "demo");
+  EXPECT_TRUE(p.possible);
+  EXPECT_EQ(p.text,
+            "rolling back demo makes v1 live: production :8000 goes to Code1 (v1), and "
+            "Code2 (v2, live now) moves behind the test listener :8001");
+
+  // An execution waiting at Review holds the stack: serve would refuse; say so before asking.
+  s["execution"] = kWaitingExecution;
+  p = PreviewRollback(s, "demo");
+  EXPECT_FALSE(p.possible);
+  EXPECT_EQ(p.text,
+            "execution 3 is in Review (WaitingForApproval): a rollback now could make a version "
+            "live that nobody approved; reject it first (bluegreen reject demo)");
+  s["execution"]["status"] = "Rejected";
+  EXPECT_TRUE(PreviewRollback(s, "demo").possible);
+  s["execution"]["status"] = "InProgress";
+  s["execution"]["stage"] = "Build";  // a build does not hold the stack
+  EXPECT_TRUE(PreviewRollback(s, "demo").possible);
+  s["execution"]["stage"] = "Swap";
+  EXPECT_EQ(PreviewRollback(s, "demo").text,
+            "execution 3 is in Swap (InProgress): a rollback now could make a version live that "
+            "nobody approved; wait until it has ended");
+
+  json fresh = kNewStatus;
+  p = PreviewRollback(fresh, "demo");
+  EXPECT_FALSE(p.possible);
+  EXPECT_EQ(p.text, "the test side (Code2) runs no version: there is nothing to roll back to");
+  EXPECT_TRUE(PreviewRollback(json(), "demo").possible);  // serve decides
+}
+
+TEST(CliPipelineFormat, HintsForThePipeline) {
+  EXPECT_EQ(HintForApiError("approve", "demo", 409, "conflict"),
+            "see where the executions of demo are: bluegreen executions demo");
+  EXPECT_EQ(HintForApiError("release", "demo", 409, "conflict"), "");
+  EXPECT_NE(HintForApiError("rollback", "demo", 409, "conflict").find("bluegreen executions demo"),
+            std::string::npos);
+  EXPECT_NE(HintForApiError("logs", "demo", 404, "not_found").find("bluegreen executions demo"),
+            std::string::npos);
+  EXPECT_TRUE(IsSecretKey("git_token"));
+  EXPECT_TRUE(IsSecretKey("webhook_secret"));
+  EXPECT_FALSE(IsSecretKey("admin_token"));
 }
 
 class TempDir {
@@ -875,6 +1091,408 @@ TEST_F(CliCommandTest, DeployTimesOut) {
                             "rollout of v3 in progress\n"),
             std::string::npos)
       << err_.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline's commands against a fake serve.
+
+class CliPipelineCommandTest : public CliCommandTest {};
+
+TEST_F(CliPipelineCommandTest, ReleaseStartsAnExecution) {
+  FakeServe serve([](const HttpRequest&) {
+    json e = kWaitingExecution;
+    e["id"] = 4;
+    e["status"] = "InProgress";
+    e["stage"] = "Source";
+    return HttpResponse::Json(202, json{{"execution", e}}.dump());
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunRelease(client_, "demo"), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "started execution 4 of demo (follow it: bluegreen executions demo; its build "
+            "output: bluegreen logs demo 4 --follow)\n");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "POST");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/release");
+}
+
+TEST_F(CliPipelineCommandTest, ReleaseOfAStackWithoutSourceIsExit6WithServesMessage) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(409, "conflict",
+                            "stack demo has no source: add source.repo to its stack file, or "
+                            "deploy by hand with bluegreen deploy");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunRelease(client_, "demo"), kExitConflict);
+  EXPECT_EQ(err_.str(),
+            "error: stack demo has no source: add source.repo to its stack file, or deploy by "
+            "hand with bluegreen deploy\n");
+}
+
+TEST_F(CliPipelineCommandTest, ApproveSendsTheCommentAndSaysWhatHappens) {
+  FakeServe serve([](const HttpRequest&) {
+    json e = kWaitingExecution;
+    e["status"] = "InProgress";
+    e["stage"] = "Swap";
+    e["approved_by"] = "admin";
+    return HttpResponse::Json(200, json{{"execution", e}}.dump());
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunApprove(client_, ReviewOptions{"demo", "looks good"}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "approved execution 3 (version 3-9f1c2ab): swapping production to it (see the "
+            "result: bluegreen status demo)\n");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "POST");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/approve");
+  EXPECT_EQ(json::parse(r[0].body), (json{{"comment", "looks good"}}));
+}
+
+TEST_F(CliPipelineCommandTest, ApproveWithNothingWaitingIsExit6) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(409, "conflict", "no execution of demo is waiting for approval");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunApprove(client_, ReviewOptions{"demo", ""}), kExitConflict);
+  EXPECT_EQ(err_.str(),
+            "error: no execution of demo is waiting for approval\n"
+            "hint: see where the executions of demo are: bluegreen executions demo\n");
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(json::parse(serve.requests().at(0).body), json::object());
+}
+
+TEST_F(CliPipelineCommandTest, RejectJsonIsTheServersAnswer) {
+  json e = kWaitingExecution;
+  e["status"] = "Rejected";
+  e["reason"] = "rejected by admin: broken header";
+  FakeServe serve([&e](const HttpRequest&) {
+    return HttpResponse::Json(200, json{{"execution", e}}.dump());
+  });
+  client_.api = serve.address();
+  client_.json = true;
+  EXPECT_EQ(RunReject(client_, ReviewOptions{"demo", "broken header"}), kExitOk);
+  EXPECT_EQ(json::parse(out_.str()), (json{{"execution", e}}));
+  EXPECT_EQ(serve.requests().at(0).target, "/api/v1/stacks/demo/reject");
+}
+
+// kStatus after a swap to Code2 (v2): Code1 still runs v1 behind the test listener.
+json SwappedStatus() {
+  json s = kStatus;
+  s["live"] = "Code2";
+  s["services"][1]["rollout"] = nullptr;
+  s["execution"] = nullptr;
+  return s;
+}
+
+// A serve that takes a rollback (execution 5) and reports it ended with `final_status` after
+// two polls.
+HttpResponse RollbackServe(const HttpRequest& r, std::atomic<int>* polls,
+                           const std::string& final_status, const std::string& reason) {
+  json e = {{"id", 5},
+            {"stack", "demo"},
+            {"kind", "rollback"},
+            {"trigger", "rollback"},
+            {"status", "InProgress"},
+            {"stage", "Swap"},
+            {"version", "v1"},
+            {"reason", ""},
+            {"approved_by", "admin"}};
+  if (r.method == "GET" && r.path == "/api/v1/stacks/demo") {
+    return HttpResponse::Json(200, SwappedStatus().dump());
+  }
+  if (r.method == "POST" && r.path == "/api/v1/stacks/demo/rollback") {
+    return HttpResponse::Json(202, json{{"execution", e}}.dump());
+  }
+  if (r.method == "GET" && r.path == "/api/v1/stacks/demo/executions/5") {
+    if (++*polls >= 2) {
+      e["status"] = final_status;
+      e["reason"] = reason;
+    }
+    return HttpResponse::Json(200, e.dump());
+  }
+  return ApiErrorResponse(404, "not_found", "no such path: " + r.path);
+}
+
+TEST_F(CliPipelineCommandTest, RollbackWithYesWaitsUntilItSucceeded) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    return RollbackServe(r, &polls, "Succeeded", "v1 is live on Code1 (was v2)");
+  });
+  client_.api = serve.address();
+  RollbackOptions o;
+  o.name = "demo";
+  o.comment = "errors after the release";
+  o.yes = true;
+  EXPECT_EQ(RunRollback(client_, o), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "rolling back demo makes v1 live: production :8000 goes to Code1 (v1), and "
+            "Code2 (v2, live now) moves behind the test listener :8001\n"
+            "rolling back: execution 5 swaps production to v1...\n"
+            "rolled back demo: v1 is live on Code1 (was v2)\n");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].method, "GET");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo");
+  EXPECT_EQ(r[1].method, "POST");
+  EXPECT_EQ(r[1].target, "/api/v1/stacks/demo/rollback");
+  EXPECT_EQ(json::parse(r[1].body), (json{{"comment", "errors after the release"}}));
+  EXPECT_EQ(r[2].target, "/api/v1/stacks/demo/executions/5");
+  EXPECT_EQ(r[3].target, "/api/v1/stacks/demo/executions/5");
+  EXPECT_EQ(polls.load(), 2);
+}
+
+TEST_F(CliPipelineCommandTest, RollbackThatFailsIsExit1WithTheReason) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    return RollbackServe(r, &polls, "Failed",
+                         "the test side (Code1) has no healthy target; nothing was swapped");
+  });
+  client_.api = serve.address();
+  RollbackOptions o;
+  o.name = "demo";
+  o.yes = true;
+  EXPECT_EQ(RunRollback(client_, o), kExitFailed);
+  EXPECT_EQ(err_.str(),
+            "error: the rollback (execution 5) ended Failed: the test side (Code1) has no "
+            "healthy target; nothing was swapped\n"
+            "hint: see what runs where: bluegreen status demo\n");
+}
+
+TEST_F(CliPipelineCommandTest, RollbackJsonIsTheAnswerWithTheLastExecution) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    return RollbackServe(r, &polls, "Succeeded", "v1 is live on Code1 (was v2)");
+  });
+  client_.api = serve.address();
+  client_.json = true;
+  RollbackOptions o;
+  o.name = "demo";
+  o.yes = true;
+  EXPECT_EQ(RunRollback(client_, o), kExitOk) << err_.str();
+  json printed = json::parse(out_.str());
+  EXPECT_EQ(printed["execution"]["status"], "Succeeded");
+  EXPECT_EQ(printed["execution"]["id"], 5);
+  // The preview went to stderr, keeping stdout for the JSON.
+  EXPECT_NE(err_.str().find("makes v1 live"), std::string::npos) << err_.str();
+}
+
+TEST_F(CliPipelineCommandTest, RollbackWithoutYesAndNoTerminalIsExit2WithoutARollback) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) { return RollbackServe(r, &polls, "", ""); });
+  client_.api = serve.address();
+  client_.interactive = false;
+  EXPECT_EQ(RunRollback(client_, RollbackOptions{"demo", ""}), kExitBadInput);
+  EXPECT_NE(err_.str().find("error: add --yes to confirm"), std::string::npos) << err_.str();
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "GET");
+}
+
+TEST_F(CliPipelineCommandTest, RollbackAsksOnATerminal) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) {
+    return RollbackServe(r, &polls, "Succeeded", "v1 is live on Code1 (was v2)");
+  });
+  client_.api = serve.address();
+  client_.interactive = true;
+
+  std::istringstream no("n\n");
+  client_.in = &no;
+  EXPECT_EQ(RunRollback(client_, RollbackOptions{"demo", ""}), kExitFailed);
+  EXPECT_EQ(err_.str(), "roll back? [y/N] not rolled back: nothing was changed\n");
+  EXPECT_EQ(serve.requests().size(), 1u);
+
+  err_.str("");
+  out_.str("");
+  std::istringstream yes("yes\n");
+  client_.in = &yes;
+  EXPECT_EQ(RunRollback(client_, RollbackOptions{"demo", ""}), kExitOk) << err_.str();
+  EXPECT_EQ(err_.str(), "roll back? [y/N] ");
+  EXPECT_NE(out_.str().find("rolled back demo: v1 is live on Code1 (was v2)\n"), std::string::npos)
+      << out_.str();
+}
+
+TEST_F(CliPipelineCommandTest, RollbackWithNothingOnTheTestSideIsExit6WithoutACall) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(200, kNewStatus.dump()); });
+  client_.api = serve.address();
+  RollbackOptions o;
+  o.name = "demo";
+  o.yes = true;
+  EXPECT_EQ(RunRollback(client_, o), kExitConflict);
+  EXPECT_NE(err_.str().find("error: the test side (Code2) runs no version: there is nothing to "
+                            "roll back to\n"),
+            std::string::npos)
+      << err_.str();
+  EXPECT_EQ(serve.requests().size(), 1u);
+}
+
+TEST_F(CliPipelineCommandTest, RollbackRefusedByServeIsExit6) {
+  FakeServe serve([](const HttpRequest& r) {
+    if (r.method == "GET") return HttpResponse::Json(200, SwappedStatus().dump());
+    return ApiErrorResponse(409, "conflict",
+                            "execution 6 is in Review (WaitingForApproval): a rollback now would "
+                            "make an unapproved version live; reject it first (bluegreen reject "
+                            "demo)");
+  });
+  client_.api = serve.address();
+  RollbackOptions o;
+  o.name = "demo";
+  o.yes = true;
+  EXPECT_EQ(RunRollback(client_, o), kExitConflict);
+  EXPECT_NE(err_.str().find("error: execution 6 is in Review"), std::string::npos) << err_.str();
+}
+
+TEST_F(CliPipelineCommandTest, RollbackNoWaitReturnsOnceStarted) {
+  std::atomic<int> polls{0};
+  FakeServe serve([&polls](const HttpRequest& r) { return RollbackServe(r, &polls, "", ""); });
+  client_.api = serve.address();
+  RollbackOptions o;
+  o.name = "demo";
+  o.yes = true;
+  o.wait = false;
+  EXPECT_EQ(RunRollback(client_, o), kExitOk);
+  EXPECT_NE(out_.str().find("started the rollback: execution 5 (follow it with: bluegreen "
+                            "executions demo)\n"),
+            std::string::npos)
+      << out_.str();
+  EXPECT_EQ(serve.requests().size(), 2u);
+}
+
+TEST_F(CliPipelineCommandTest, ExecutionsTableAndJson) {
+  FakeServe serve(
+      [](const HttpRequest&) { return HttpResponse::Json(200, ExecutionsAnswer().dump()); });
+  client_.api = serve.address();
+  EXPECT_EQ(RunExecutions(client_, ExecutionsOptions{"demo", 20}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str().find("ID  STATUS              STAGE   VERSION    COMMIT   MESSAGE"), 0u)
+      << out_.str();
+  EXPECT_EQ(serve.requests().at(0).target, "/api/v1/stacks/demo/executions");
+
+  out_.str("");
+  client_.json = true;
+  EXPECT_EQ(RunExecutions(client_, ExecutionsOptions{"demo", 0}), kExitOk);
+  EXPECT_EQ(json::parse(out_.str()), ExecutionsAnswer());
+  out_.str("");
+  EXPECT_EQ(RunExecutions(client_, ExecutionsOptions{"demo", 1}), kExitOk);
+  json printed = json::parse(out_.str());
+  ASSERT_EQ(printed["executions"].size(), 1u);
+  EXPECT_EQ(printed["executions"][0]["id"], 4);
+}
+
+TEST_F(CliPipelineCommandTest, LogsWritesTheTextAsItIs) {
+  FakeServe serve([](const HttpRequest&) {
+    HttpResponse r = HttpResponse::Text(200, "$ make\nok\nno newline at the end");
+    r.headers.emplace_back("X-Execution", "4");
+    r.headers.emplace_back("X-Log-Offset", "34");
+    r.headers.emplace_back("X-Log-Complete", "false");
+    return r;
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunLogs(client_, LogsOptions{"demo"}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), "$ make\nok\nno newline at the end");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);  // without --follow, one look
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/executions/latest/log");
+}
+
+TEST_F(CliPipelineCommandTest, LogsFollowStitchesTheOffsetsUntilComplete) {
+  // The log grows over four calls; the execution is pinned after "latest" is resolved.
+  const std::string log = "[Source] 9f1c2ab\n[Build] $ make\ncc -o app app.c\n[Build] done\n";
+  std::atomic<int> calls{0};
+  FakeServe serve([&](const HttpRequest& req) {
+    const int n = ++calls;
+    size_t offset = 0;
+    if (req.query.starts_with("offset=")) offset = std::stoul(req.query.substr(7));
+    const size_t available = n == 1 ? 17 : n == 2 ? 17 : n == 3 ? 48 : log.size();
+    HttpResponse r = HttpResponse::Text(200, log.substr(offset, available - offset));
+    r.headers.emplace_back("X-Execution", "4");
+    r.headers.emplace_back("X-Log-Offset", std::to_string(available));
+    r.headers.emplace_back("X-Log-Complete", n >= 4 ? "true" : "false");
+    return r;
+  });
+  client_.api = serve.address();
+  LogsOptions o{"demo"};
+  o.follow = true;
+  EXPECT_EQ(RunLogs(client_, o), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), log);
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/executions/latest/log");
+  EXPECT_EQ(r[1].target, "/api/v1/stacks/demo/executions/4/log?offset=17");
+  EXPECT_EQ(r[2].target, "/api/v1/stacks/demo/executions/4/log?offset=17");
+  EXPECT_EQ(r[3].target, "/api/v1/stacks/demo/executions/4/log?offset=48");
+}
+
+TEST_F(CliPipelineCommandTest, LogsOfNoExecutionIsExit3) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(404, "not_found", "no execution 9 of demo");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunLogs(client_, LogsOptions{"demo", "9"}), kExitNotFound);
+  EXPECT_EQ(err_.str(),
+            "error: no execution 9 of demo\n"
+            "hint: list the executions with: bluegreen executions demo (and the stacks with: "
+            "bluegreen stacks)\n");
+  EXPECT_EQ(serve.requests().at(0).target, "/api/v1/stacks/demo/executions/9/log");
+}
+
+TEST_F(CliPipelineCommandTest, SecretSetSendsTheValueAndNeverPrintsIt) {
+  FakeServe serve([](const HttpRequest&) {
+    return HttpResponse::Json(200, R"({"name": "demo", "secret": "git_token", "set": true})");
+  });
+  client_.api = serve.address();
+  std::istringstream in("ghp_s3cr3tV4lue\r\nsecond line\n");
+  client_.in = &in;
+  EXPECT_EQ(RunSecretSet(client_, SecretOptions{"demo", "git_token"}), kExitOk) << err_.str();
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "PUT");
+  EXPECT_EQ(r[0].target, "/api/v1/stacks/demo/secrets/git_token");
+  EXPECT_EQ(r[0].Header("Content-Type"), "text/plain");
+  EXPECT_EQ(r[0].body, "ghp_s3cr3tV4lue");
+  EXPECT_EQ(out_.str(), "set git_token of stack demo (the value is not shown)\n");
+  EXPECT_EQ(out_.str().find("s3cr3t"), std::string::npos);
+  EXPECT_EQ(err_.str().find("s3cr3t"), std::string::npos);
+
+  // A refusal does not show it either.
+  FakeServe refusing([](const HttpRequest&) {
+    return ApiErrorResponse(400, "bad_request", "the secret must be 1 to 4096 bytes");
+  });
+  client_.api = refusing.address();
+  std::istringstream again("ghp_s3cr3tV4lue\n");
+  client_.in = &again;
+  out_.str("");
+  err_.str("");
+  EXPECT_EQ(RunSecretSet(client_, SecretOptions{"demo", "webhook_secret"}), kExitBadInput);
+  EXPECT_EQ(err_.str(), "error: the secret must be 1 to 4096 bytes\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CliPipelineCommandTest, SecretSetRefusesBadInputWithoutACall) {
+  FakeServe serve([](const HttpRequest&) { return HttpResponse::Json(500, "{}"); });
+  client_.api = serve.address();
+  std::istringstream value("x\n");
+  client_.in = &value;
+  EXPECT_EQ(RunSecretSet(client_, SecretOptions{"demo", "admin_token"}), kExitBadInput);
+  EXPECT_EQ(err_.str(),
+            "error: unknown secret \"admin_token\": the secrets are git_token and "
+            "webhook_secret\n");
+
+  err_.str("");
+  std::istringstream empty("");
+  client_.in = &empty;
+  EXPECT_EQ(RunSecretSet(client_, SecretOptions{"demo", "git_token"}), kExitBadInput);
+  EXPECT_NE(err_.str().find("error: no value for git_token on stdin; nothing was changed\n"),
+            std::string::npos)
+      << err_.str();
+
+  err_.str("");
+  std::istringstream big(std::string(5000, 'a') + "\n");
+  client_.in = &big;
+  EXPECT_EQ(RunSecretSet(client_, SecretOptions{"demo", "git_token"}), kExitBadInput);
+  EXPECT_NE(err_.str().find("is 5000 bytes; the limit is 4096"), std::string::npos) << err_.str();
+  EXPECT_TRUE(serve.requests().empty());
 }
 
 }  // namespace
