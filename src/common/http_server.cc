@@ -283,6 +283,8 @@ Status HttpServer::Listen(const std::string& address) {
   }
   if (is_unix) {
     ::chmod(unix_path_.c_str(), 0660);
+    struct stat st {};
+    if (::stat(unix_path_.c_str(), &st) == 0) unix_inode_ = st.st_ino;
     bound_ = address;
   } else {
     const auto local = acceptor_->local_endpoint(ec);
@@ -325,7 +327,11 @@ void HttpServer::Close() {
     acceptor_.reset();
   }
   if (!unix_path_.empty()) {
-    ::unlink(unix_path_.c_str());
+    // Only our own socket file: another process may have bound the path since.
+    struct stat st {};
+    if (::stat(unix_path_.c_str(), &st) == 0 && st.st_ino == unix_inode_) {
+      ::unlink(unix_path_.c_str());
+    }
     unix_path_.clear();
   }
 }

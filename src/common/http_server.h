@@ -70,6 +70,7 @@ class HttpServer {
   std::unique_ptr<boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol>> acceptor_;
   std::string bound_;
   std::string unix_path_;
+  unsigned long unix_inode_ = 0;  // of the socket file we bound
   std::shared_ptr<bool> alive_;
 };
 

@@ -371,8 +371,6 @@ std::string Reason(const std::string& err, const std::vector<std::string>& secre
   return RedactAll(std::move(out), secrets);
 }
 
-std::string DisplayRepo(const std::string& repo) { return Redact(repo, UrlPassword(repo)); }
-
 std::string Seconds(std::chrono::milliseconds d) {
   return fmt::format("{:.3g} s", std::chrono::duration<double>(d).count());
 }
@@ -436,6 +434,8 @@ void CleanUp(const fs::path& dir, bool existed) {
 }
 
 }  // namespace
+
+std::string DisplayRepo(const std::string& repo) { return Redact(repo, UrlPassword(repo)); }
 
 std::string Redact(std::string text, const std::string& secret) {
   if (secret.empty()) return text;

@@ -58,6 +58,8 @@ Result<CommitInfo> Checkout(const std::string& repo, const std::string& branch,
 
 // `text` with every occurrence of `secret` replaced by "***". An empty secret changes nothing.
 std::string Redact(std::string text, const std::string& secret);
+// The repository as it may be shown: a password in an https:// URL replaced by "***".
+std::string DisplayRepo(const std::string& repo);
 
 namespace detail {
 

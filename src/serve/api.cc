@@ -3,8 +3,13 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -209,11 +214,22 @@ void Api::Handle(const HttpRequest& req, HttpServer::Respond respond) {
     respond(HttpResponse::Json(200, json{{"status", "ok"}, {"version", "0.1.0"}}.dump()));
     return;
   }
-  // The webhook authenticates by its HMAC signature, not by a token.
-  if (p.size() == 5 && p[2] == "stacks" && p[4] == "webhook" && m == "POST") {
-    if (!ValidStackName(p[3])) return respond(Error(404, "not_found", "no such stack"));
-    return respond(Webhook(p[3], req));
+  try {
+    // The webhook authenticates by its HMAC signature, not by a token.
+    if (p.size() == 5 && p[2] == "stacks" && p[4] == "webhook" && m == "POST") {
+      if (!ValidStackName(p[3])) return respond(Error(404, "not_found", "no such stack"));
+      return respond(Webhook(p[3], req));
+    }
+    Route(p, req, respond);
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: {}", req.method, req.path, e.what());
+    respond(Error(500, "internal", "internal error; see serve's log"));
   }
+}
+
+void Api::Route(const std::vector<std::string>& p, const HttpRequest& req,
+                HttpServer::Respond respond) {
+  const std::string& m = req.method;
   if (!Authorized(req)) {
     respond(Error(401, "unauthenticated",
                   "a valid token is needed: send Authorization: Bearer TOKEN (the admin token is "
@@ -451,6 +467,26 @@ void Api::PutStack(const std::string& name, const HttpRequest& req, HttpServer::
       }
     }
   }
+  // A new listener port must be free on this machine, or the proxy could not open it.
+  for (uint16_t port : {spec->load_balancer.production.port, spec->load_balancer.test.port}) {
+    const bool ours = before && (port == before->load_balancer.production.port ||
+                                 port == before->load_balancer.test.port);
+    if (ours) continue;
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    const bool free = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (!free) {
+      return respond(Error(409, "conflict",
+                           fmt::format("port {} cannot be a listener: {}", port,
+                                       std::strerror(err))));
+    }
+  }
   const std::string canonical = stack::StackSpecToJson(*spec);
   std::vector<std::string> changes = DescribeChanges(before ? &*before : nullptr, *spec);
   if (before && changes.empty() && !(*before == *spec)) changes.push_back("stack file changed");
@@ -463,10 +499,12 @@ void Api::PutStack(const std::string& name, const HttpRequest& req, HttpServer::
     if (!st.ok()) return respond(StoreError(st));
     (void)store_->AddEvent(name, before ? "stack_updated" : "stack_created",
                            before ? "stack updated: " + Join(changes) : "stack created");
-    if (std::optional<std::string> v = DeployStackImage(name, *spec)) {
-      changes.push_back(fmt::format("deploy image {} as version {} to Code1 and Code2",
-                                    spec->service.image, *v));
-    }
+    reconciler_->Notify();
+  }
+  // Idempotent; also after a crash between the stack's commit and this.
+  if (std::optional<std::string> v = DeployStackImage(name, *spec)) {
+    changes.push_back(fmt::format("deploy image {} as version {} to Code1 and Code2",
+                                  spec->service.image, *v));
     reconciler_->Notify();
   }
   Result<json> status = StackStatus(name);
@@ -596,36 +634,16 @@ void Api::PostDeploy(const std::string& name, const HttpRequest& req,
                                      "(bluegreen deploy {} --version {} --artifact DIR)",
                                      version, name, name, version)));
   }
-  Result<std::vector<store::ServiceRecord>> services = store_->ListServices(name);
-  if (!services.ok()) return respond(StoreError(services.status()));
-  bool any_version = false;
-  for (const store::ServiceRecord& s : *services) {
-    if (s.rollout_state == "in_progress") {
-      return respond(Error(409, "conflict",
-                           fmt::format("{} is already rolling out version {}; wait for it",
-                                       s.identifier, s.rollout_version.value_or("?"))));
-    }
-    any_version |= s.version.has_value();
+  Result<std::vector<std::string>> targets = pipeline_->ManualDeploy(name, version);
+  if (!targets.ok()) {
+    const Status& st = targets.status();
+    if (st.code() == StatusCode::kFailedPrecondition) return respond(Error(409, "conflict", st.message()));
+    if (st.code() == StatusCode::kInvalidArgument) return respond(Error(400, "bad_request", st.message()));
+    if (st.code() == StatusCode::kNotFound) return respond(Error(404, "not_found", st.message()));
+    return respond(StoreError(st));
   }
-  // Only the side behind the test listener changes, except on the very first deploy.
-  const std::string test_side = OtherSide((*rec)->live);
-  json targets = json::array();
-  for (store::ServiceRecord s : *services) {
-    if (any_version && s.identifier != test_side) continue;
-    if (s.version == version) continue;
-    s.rollout_version = version;
-    s.rollout_state = "in_progress";
-    s.rollout_error.clear();
-    s.rollout_started_at = store::NowSeconds();
-    Status st = store_->PutService(s);
-    if (!st.ok()) return respond(StoreError(st));
-    targets.push_back(s.identifier);
-    (void)store_->AddEvent(name, "rollout_started",
-                           fmt::format("putting version {} on {}", version, s.identifier));
-  }
-  reconciler_->Notify();
-  respond(HttpResponse::Json(202, json{{"name", name}, {"version", version}, {"services", targets}}
-                                      .dump()));
+  respond(HttpResponse::Json(
+      202, json{{"name", name}, {"version", version}, {"services", *targets}}.dump()));
 }
 
 HttpResponse Api::ListVersions(const std::string& name) {

@@ -29,6 +29,8 @@ class Api {
 
  private:
   bool Authorized(const HttpRequest& req) const;
+  void Route(const std::vector<std::string>& p, const HttpRequest& req,
+             HttpServer::Respond respond);
   void PutStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
   void DeleteStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
   void PostVersion(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);

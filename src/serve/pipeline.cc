@@ -47,6 +47,12 @@ void SetStageStatus(store::ExecutionRecord* e, const std::string& status, bool e
   e->stages = j.dump();
 }
 
+// Text from a repository may be in any encoding: invalid UTF-8 becomes U+FFFD.
+std::string CleanUtf8(const std::string& s) {
+  return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
 bool Terminal(const std::string& status) {
   return status != "InProgress" && status != "WaitingForApproval";
 }
@@ -269,8 +275,8 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     return done();
   }
   e.commit = info->sha;
-  e.commit_subject = info->subject;
-  e.commit_author = info->author;
+  e.commit_subject = CleanUtf8(info->subject);
+  e.commit_author = CleanUtf8(info->author);
   e.version = fmt::format("{}-{}", e.number, e.commit.substr(0, 7));
   {
     std::lock_guard lock(exec_mu_);
@@ -464,15 +470,19 @@ void Pipeline::PollLoop() {
       Result<std::string> head = pipeline::ResolveBranchHead(
           spec->source.repo, spec->source.branch, cred, std::chrono::seconds(30));
       if (!head.ok()) {
-        spdlog::warn("{}: cannot poll {}: {}", s.name, spec->source.repo,
+        spdlog::warn("{}: cannot poll {}: {}", s.name, pipeline::DisplayRepo(spec->source.repo),
                      pipeline::Redact(head.status().message(), cred.token));
         continue;
       }
       if (*head == s.last_commit) continue;
-      if (!store_->SetLastCommit(s.name, *head).ok()) continue;
+      // The execution first: a crash in between builds the commit twice, never not at all.
       Result<store::ExecutionRecord> e =
           Release(s.name, s.last_commit.empty() ? "first" : "poll", *head);
-      if (!e.ok()) spdlog::error("{}: cannot start an execution: {}", s.name, e.status().message());
+      if (!e.ok()) {
+        spdlog::error("{}: cannot start an execution: {}", s.name, e.status().message());
+        continue;
+      }
+      (void)store_->SetLastCommit(s.name, *head);
     }
   }
 }
@@ -502,16 +512,24 @@ Result<std::optional<store::ExecutionRecord>> Pipeline::Webhook(const std::strin
   if (!rec->has_value()) return NotFound("no stack named " + stack);
   Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json);
   if (!spec.ok()) return spec.status();
-  const std::string ref = payload.value("ref", "");
-  const std::string after = payload.value("after", "");
+  const json& jref = payload["ref"];
+  const json& jafter = payload["after"];
+  if (!jref.is_string() || !jafter.is_string()) {
+    return InvalidArgument("a push event has string `ref` and `after`");
+  }
+  const std::string ref = jref.get<std::string>();
+  const std::string after = jafter.get<std::string>();
   if (ref != "refs/heads/" + spec->source.branch) return std::optional<store::ExecutionRecord>();
   if (after.size() != 40 || after.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return InvalidArgument("`after` is not a commit id");
   }
-  if (after == (*rec)->last_commit) return std::optional<store::ExecutionRecord>();
-  BG_RETURN_IF_ERROR(store_->SetLastCommit(stack, after));
+  // A deleted branch (all zeros) or a commit already seen starts nothing.
+  if (after == std::string(40, '0') || after == (*rec)->last_commit) {
+    return std::optional<store::ExecutionRecord>();
+  }
   Result<store::ExecutionRecord> e = Release(stack, "webhook", after);
   if (!e.ok()) return e.status();
+  (void)store_->SetLastCommit(stack, after);
   return std::optional<store::ExecutionRecord>(*e);
 }
 
@@ -618,8 +636,8 @@ Result<store::ExecutionRecord> Pipeline::Rollback(const std::string& stack, cons
   return inserted;
 }
 
-void Pipeline::Advance(const std::vector<store::StackRecord>& stacks, const json& proxy_state,
-                       const ProxyClient& proxy) {
+std::set<std::string> Pipeline::Advance(const std::vector<store::StackRecord>& stacks,
+                                        const json& proxy_state, const ProxyClient& proxy) {
   std::lock_guard lock(exec_mu_);
   for (const store::StackRecord& s : stacks) {
     if (s.deleting) continue;
@@ -627,6 +645,89 @@ void Pipeline::Advance(const std::vector<store::StackRecord>& stacks, const json
     if (!spec.ok()) continue;
     AdvanceStack(s, *spec, proxy_state, proxy);
   }
+  std::set<std::string> frozen;
+  Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions("", 1000, true);
+  if (active.ok()) {
+    for (const store::ExecutionRecord& e : *active) {
+      if (e.stage == "Swap") frozen.insert(e.stack);
+    }
+  } else {
+    for (const store::StackRecord& s : stacks) frozen.insert(s.name);  // unknown: touch nothing
+  }
+  return frozen;
+}
+
+void Pipeline::FailActive(const std::string& stack, const std::string& reason) {
+  std::lock_guard lock(exec_mu_);
+  Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions(stack, 1000, true);
+  if (!active.ok()) return;
+  for (store::ExecutionRecord e : *active) Finish(&e, "Failed", reason);
+}
+
+Result<std::vector<std::string>> Pipeline::ManualDeploy(const std::string& stack,
+                                                        const std::string& version) {
+  std::lock_guard lock(exec_mu_);
+  Result<std::optional<store::StackRecord>> rec = store_->GetStack(stack);
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value() || (*rec)->deleting) return NotFound("no stack named " + stack);
+  Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json);
+  if (!spec.ok()) return spec.status();
+  Result<std::optional<store::VersionRecord>> v = store_->GetVersion(stack, version);
+  if (!v.ok()) return v.status();
+  if (!v->has_value()) {
+    return NotFound(fmt::format("version {} of {} is not registered: register it first "
+                                "(bluegreen deploy {} --version {} --artifact DIR)",
+                                version, stack, stack, version));
+  }
+  const bool process = spec->service.runtime == stack::Runtime::kProcess;
+  if (process && (*v)->artifact_dir.empty()) {
+    return InvalidArgument(fmt::format(
+        "version {} is an image; stack {} runs processes and needs an artifact directory",
+        version, stack));
+  }
+  if (!process && (*v)->image.empty()) {
+    return InvalidArgument(fmt::format(
+        "version {} is an artifact directory; stack {} runs containers and needs an image",
+        version, stack));
+  }
+  Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions(stack, 1000, true);
+  if (!active.ok()) return active.status();
+  for (const store::ExecutionRecord& e : *active) {
+    if (e.stage == "Deploy" || e.stage == "Review" || e.stage == "Swap") {
+      const json st = Stages(e).value(e.stage, json::object());
+      if (e.stage == "Deploy" && st.value("status", "") == "Waiting") continue;
+      return FailedPrecondition(fmt::format(
+          "execution {} of the pipeline is in {}; a deploy by hand now would race it", e.number,
+          e.stage));
+    }
+  }
+  Result<std::vector<store::ServiceRecord>> services = store_->ListServices(stack);
+  if (!services.ok()) return services.status();
+  bool any_version = false;
+  for (const store::ServiceRecord& s : *services) {
+    if (s.rollout_state == "in_progress") {
+      return FailedPrecondition(fmt::format("{} is already rolling out version {}; wait for it",
+                                            s.identifier, s.rollout_version.value_or("?")));
+    }
+    any_version |= s.version.has_value();
+  }
+  // Only the side behind the test listener changes, except on the very first deploy.
+  const std::string test_side = OtherSide((*rec)->live);
+  std::vector<std::string> targets;
+  for (store::ServiceRecord s : *services) {
+    if (any_version && s.identifier != test_side) continue;
+    if (s.version == version) continue;
+    s.rollout_version = version;
+    s.rollout_state = "in_progress";
+    s.rollout_error.clear();
+    s.rollout_started_at = store::NowSeconds();
+    BG_RETURN_IF_ERROR(store_->PutService(s));
+    targets.push_back(s.identifier);
+    (void)store_->AddEvent(stack, "rollout_started",
+                           fmt::format("putting version {} on {} (by hand)", version, s.identifier));
+  }
+  wake_();
+  return targets;
 }
 
 void Pipeline::AdvanceStack(const store::StackRecord& stack, const stack::StackSpec& spec,
@@ -692,6 +793,24 @@ void Pipeline::AdvanceStack(const store::StackRecord& stack, const stack::StackS
       }
     }
   }
+  // A slow older build must not deploy over (or after) a newer one: production never goes back
+  // to an older commit by the pipeline.
+  if (ready != nullptr) {
+    int64_t newest_deployed = 0;
+    Result<std::vector<store::ExecutionRecord>> recent = store_->ListExecutions(stack.name, 1000);
+    if (recent.ok()) {
+      for (const store::ExecutionRecord& e : *recent) {
+        if (e.kind == "release" && !e.deploy_services.empty()) {
+          newest_deployed = std::max(newest_deployed, e.number);
+        }
+      }
+    }
+    if (ready->number < newest_deployed) {
+      Finish(ready, "Superseded",
+             fmt::format("execution {} was deployed already; this older build is not", newest_deployed));
+      ready = nullptr;
+    }
+  }
   if (ready != nullptr && holder != nullptr && holder->status == "WaitingForApproval" &&
       holder->number < ready->number) {
     Finish(holder, "Superseded", fmt::format("superseded by execution {}", ready->number));
@@ -736,9 +855,18 @@ void Pipeline::AdvanceStack(const store::StackRecord& stack, const stack::StackS
     std::stringstream ids(holder->deploy_services);
     std::string id;
     while (std::getline(ids, id, ',')) {
-      const store::ServiceRecord& svc = services[id];
+      store::ServiceRecord& svc = services[id];
       if (svc.rollout_state == "failed" && svc.rollout_version == holder->version) {
         failure = svc.rollout_error;
+      }
+      if (svc.version != holder->version && svc.rollout_version != holder->version) {
+        // serve died between recording the deploy and starting its rollout: start it now.
+        svc.rollout_version = holder->version;
+        svc.rollout_state = "in_progress";
+        svc.rollout_error.clear();
+        svc.rollout_started_at = store::NowSeconds();
+        (void)store_->PutService(svc);
+        wake_();
       }
       if (svc.version != holder->version || svc.rollout_state == "in_progress") all_done = false;
     }
@@ -750,7 +878,6 @@ void Pipeline::AdvanceStack(const store::StackRecord& stack, const stack::StackS
     SetStageStatus(holder, "Succeeded", true);
     if (holder->deploy_services.find(',') != std::string::npos) {
       // The first run: both sides run it; production already serves it.
-      (void)store_->UpdateExecution(holder);
       Finish(holder, "Succeeded", "first run: both sides run " + holder->version);
       return;
     }

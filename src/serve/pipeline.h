@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -67,8 +68,16 @@ class Pipeline {
                                                         const std::string& body);
 
   // Called by the reconciler in every pass, on its thread.
-  void Advance(const std::vector<store::StackRecord>& stacks, const nlohmann::json& proxy_state,
-               const ProxyClient& proxy);
+  // Returns the stacks with a swap in flight: their listener routing belongs to the swap until it
+  // is recorded, so the reconciler must not sync it from the store.
+  std::set<std::string> Advance(const std::vector<store::StackRecord>& stacks,
+                                const nlohmann::json& proxy_state, const ProxyClient& proxy);
+  // A version put by hand on the test side (on both when no side has one), as POST .../deploy.
+  // kFailedPrecondition while an execution of the stack is in Deploy, Review or Swap, or a
+  // rollout is in progress. Returns the services it changes.
+  Result<std::vector<std::string>> ManualDeploy(const std::string& stack, const std::string& version);
+  // Ends every active execution of a stack that is being removed.
+  void FailActive(const std::string& stack, const std::string& reason);
   // Called by the reconciler when a stack is removed: stops its builds.
   void CancelStack(const std::string& stack);
 

@@ -1,11 +1,15 @@
 #include "serve/reconciler.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -63,6 +67,31 @@ proxy::HealthCheckConfig ToProxyCheck(const stack::HealthCheckSpec& h) {
 
 std::string Address(const store::TaskRecord& t) { return fmt::format("127.0.0.1:{}", t.port); }
 
+// "PID:STARTTIME" of the process listening on a unix socket (SO_PEERCRED).
+Result<std::string> PeerHandle(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Unavailable("socket");
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
+  ::close(fd);
+  if (!ok || cred.pid <= 1) return Unavailable("no peer on " + path);
+  std::ifstream in(fmt::format("/proc/{}/stat", cred.pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return Unavailable("no /proc entry");
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 22) return fmt::format("{}:{}", cred.pid, field);
+  }
+  return Unavailable("bad /proc stat");
+}
+
 }  // namespace
 
 std::string TargetGroupName(const std::string& stack, const std::string& identifier) {
@@ -86,6 +115,12 @@ Reconciler::Reconciler(store::Store* store, Paths paths, std::string self_binary
 Reconciler::~Reconciler() { Stop(); }
 
 void Reconciler::Start() {
+  // One pass before anyone asks: the proxy adopted or started, its state known.
+  try {
+    Pass();
+  } catch (const std::exception& e) {
+    spdlog::error("reconcile pass failed: {}", e.what());
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -219,6 +254,16 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
     }
     spdlog::warn("the proxy ({}) is not running; starting it again", **stored);
   }
+  // A proxy that answers on our admin socket but is not the one on record (serve died between
+  // starting it and recording it): adopt it rather than start a second one on the same ports.
+  if (proxy_.Healthz().ok()) {
+    Result<std::string> handle = PeerHandle(paths_.proxy_dir() + "/admin.sock");
+    if (handle.ok()) {
+      spdlog::warn("adopting the proxy {} that answers on {}", *handle, proxy_.address());
+      (void)store_->SetMeta(kProxyHandleKey, *handle);
+      return true;
+    }
+  }
   // Start it. Its state file (if any) wins over the config file at start; the next sync fixes
   // any difference.
   std::error_code ec;
@@ -270,11 +315,25 @@ void Reconciler::StopProxy() {
   fs::remove(paths_.proxy_dir() + "/state.json", ec);
 }
 
-void Reconciler::SyncProxy(const proxy::ProxyConfig& desired) {
+void Reconciler::SyncProxy(proxy::ProxyConfig desired, const std::set<std::string>& frozen) {
   Result<proxy::ProxyConfig> actual = proxy_.Config();
   if (!actual.ok()) {
     spdlog::warn("{}", actual.status().message());
     return;
+  }
+  for (const std::string& stack : frozen) {
+    for (const char* l : {"production", "test"}) {
+      proxy::ListenerConfig* w = desired.FindListener(ProxyListenerName(stack, l));
+      const proxy::ListenerConfig* a = actual->FindListener(ProxyListenerName(stack, l));
+      if (w != nullptr && a != nullptr) w->target_group = a->target_group;
+    }
+    for (const char* id : {"Code1", "Code2"}) {
+      proxy::TargetGroupConfig* w = desired.FindTargetGroup(TargetGroupName(stack, id));
+      const proxy::TargetGroupConfig* a = actual->FindTargetGroup(TargetGroupName(stack, id));
+      if (w == nullptr || a == nullptr) continue;
+      auto it = a->tags.find("IsProduction");
+      if (it != a->tags.end()) w->tags["IsProduction"] = it->second;
+    }
   }
   // Structure (listeners, groups, tags, checks): one atomic PUT. It carries the targets the
   // proxy has now that are still wanted, so registration and draining below stay explicit.
@@ -310,17 +369,23 @@ void Reconciler::SyncProxy(const proxy::ProxyConfig& desired) {
       }
     }
     Status st = proxy_.PutConfig(want);
-    if (!st.ok()) {
+    if (st.ok()) {
+      spdlog::info("applied a new proxy config ({} listeners, {} target groups)",
+                   want.listeners.size(), want.target_groups.size());
+      actual = want;
+    } else {
+      // Registration below still runs against what the proxy has: one stack's bad listener
+      // must not keep the others' new tasks out.
       spdlog::error("cannot apply the proxy config: {}", st.message());
-      return;
+      Result<proxy::ProxyConfig> now = proxy_.Config();
+      if (!now.ok()) return;
+      actual = std::move(now);
     }
-    spdlog::info("applied a new proxy config ({} listeners, {} target groups)",
-                 want.listeners.size(), want.target_groups.size());
-    actual = want;
   }
   // Targets: register what is wanted, deregister (drain) what is not.
   for (const proxy::TargetGroupConfig& g : desired.target_groups) {
     const proxy::TargetGroupConfig* cur = actual->FindTargetGroup(g.name);
+    if (cur == nullptr) continue;  // the proxy does not have the group (its PUT failed)
     for (const Endpoint& e : g.targets) {
       if (cur && std::find(cur->targets.begin(), cur->targets.end(), e) != cur->targets.end()) {
         continue;
@@ -335,6 +400,11 @@ void Reconciler::SyncProxy(const proxy::ProxyConfig& desired) {
       if (!st.ok()) spdlog::warn("deregister {} from {}: {}", e.ToString(), g.name, st.message());
     }
   }
+}
+
+std::string Reconciler::ContainerName(const store::TaskRecord& t) const {
+  return fmt::format("bg-{}-{}-{}-{}", paths_.install_id, t.stack,
+                     t.identifier == "Code1" ? "code1" : "code2", t.id);
 }
 
 std::string Reconciler::TargetHealth(const std::string& group, const std::string& address) const {
@@ -382,8 +452,13 @@ void Reconciler::CheckTasks(std::vector<store::TaskRecord>* tasks) {
       b.next_start = Clock::now() + delay;
     }
     // Leftovers (a stopped container) go; the row goes. Its target, if registered, is
-    // deregistered by the next sync (it is no longer "running").
-    (void)RuntimeFor(t.runtime)->Stop(runtime::TaskHandle{t.handle}, std::chrono::seconds(1));
+    // deregistered by the next sync (it is no longer "running"). A row without a handle is a
+    // task serve died while starting: a container of it is found by its name.
+    std::string leftover = t.handle;
+    if (leftover.empty() && t.runtime != "process") leftover = ContainerName(t);
+    if (!leftover.empty()) {
+      (void)RuntimeFor(t.runtime)->Stop(runtime::TaskHandle{leftover}, std::chrono::seconds(1));
+    }
     t.state = "exited";
     (void)store_->DeleteTask(t.id);
   }
@@ -435,8 +510,7 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
   t.log_path = fmt::format("{}/{}/task-{}.log", paths_.logs_dir(), stack.name, t.id);
 
   runtime::TaskSpec ts;
-  ts.name = fmt::format("bg-{}-{}-{}-{}", paths_.install_id, stack.name,
-                        identifier == "Code1" ? "code1" : "code2", t.id);
+  ts.name = ContainerName(t);
   ts.host_port = t.port;
   ts.env = spec.service.env;
   ts.log_path = t.log_path;
@@ -465,6 +539,20 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
   if (!st.ok()) spdlog::error("cannot record task {}: {}", t.id, st.message());
   spdlog::info("{}: started task {} ({} {}) on {}", stack.name, t.id, identifier, version,
                Address(t));
+}
+
+bool Reconciler::StopTaskChecked(store::TaskRecord task, std::chrono::milliseconds grace) {
+  if (!task.handle.empty()) {
+    Status st = RuntimeFor(task.runtime)->Stop(runtime::TaskHandle{task.handle}, grace);
+    if (!st.ok()) {
+      spdlog::warn("task {}: stop: {}", task.id, st.message());
+      return false;
+    }
+  }
+  drain_deadline_.erase(task.id);
+  (void)store_->DeleteTask(task.id);
+  spdlog::info("{}: stopped task {} ({} {})", task.stack, task.id, task.identifier, task.version);
+  return true;
 }
 
 void Reconciler::StopTask(store::TaskRecord task, std::chrono::milliseconds grace) {
@@ -525,7 +613,22 @@ void Reconciler::ReconcileService(const store::StackRecord& stack, const stack::
   // Rollout: done when the new version is healthy at full count; failed after the deploy
   // timeout.
   if (rolling) {
+    // Done when the new version is healthy at full count and the old tasks are out of the
+    // proxy: they are drained in this pass, and the version is committed in the next one, so a
+    // deploy never answers "done" while the test listener still routes to the old version.
+    bool old_registered = false;
     if (healthy >= count) {
+      for (store::TaskRecord* t : mine) {
+        if (t->version == *want || t->state == "draining") continue;
+        t->state = "draining";
+        (void)store_->UpdateTask(*t);
+        old_registered = true;
+        spdlog::info("{}: draining task {} ({} {})", stack.name, t->id, t->identifier, t->version);
+      }
+    }
+    if (healthy >= count && old_registered) {
+      // Next pass.
+    } else if (healthy >= count) {
       Event(stack.name, "rollout_done",
             fmt::format("{} now runs {} ({} healthy tasks)", svc.identifier, *want, healthy));
       svc.version = want;
@@ -585,22 +688,37 @@ void Reconciler::ReconcileService(const store::StackRecord& stack, const stack::
     auto [it, fresh] = drain_deadline_.try_emplace(
         t->id, Clock::now() + spec.load_balancer.deregistration_delay + std::chrono::seconds(2));
     const std::string health = TargetHealth(group, Address(*t));
-    if ((health.empty() && !fresh) || Clock::now() >= it->second) {
-      StopTask(*t, kStopGrace);
-      t->state = "exited";
+    // Gone from the proxy: drained. At the deadline, stop it only if the proxy is known to
+    // route nothing new to it (draining or gone); a target still registered (a failed
+    // deregistration, an unreachable proxy) waits for the sync to deregister it first.
+    const bool known = state_.is_object();
+    if ((known && health.empty() && !fresh) ||
+        (known && Clock::now() >= it->second && (health == "draining" || health.empty()))) {
+      if (StopTaskChecked(*t, kStopGrace)) t->state = "exited";
     }
   }
 }
 
 void Reconciler::RemoveStack(const store::StackRecord& stack,
                              std::vector<store::TaskRecord>* tasks) {
-  if (pipeline_ != nullptr) pipeline_->CancelStack(stack.name);
+  if (pipeline_ != nullptr) {
+    pipeline_->CancelStack(stack.name);
+    pipeline_->FailActive(stack.name, "the stack was removed");
+  }
+  bool all_stopped = true;
   for (store::TaskRecord& t : *tasks) {
     if (t.stack != stack.name) continue;
-    StopTask(t, std::chrono::seconds(5));
-    t.state = "exited";
+    if (StopTaskChecked(t, std::chrono::seconds(5))) {
+      t.state = "exited";
+    } else {
+      all_stopped = false;
+    }
   }
   std::erase_if(*tasks, [](const store::TaskRecord& t) { return t.state == "exited"; });
+  if (!all_stopped) {
+    spdlog::warn("{}: some tasks could not be stopped; trying again", stack.name);
+    return;
+  }
   Status st = store_->DeleteStack(stack.name, stack.purge);
   if (!st.ok()) {
     spdlog::error("{}: cannot remove: {}", stack.name, st.message());
@@ -610,6 +728,8 @@ void Reconciler::RemoveStack(const store::StackRecord& stack,
     std::error_code ec;
     fs::remove_all(paths_.logs_dir() + "/" + stack.name, ec);
     fs::remove_all(paths_.artifacts_dir() + "/" + stack.name, ec);
+    fs::remove_all(paths_.state_dir + "/secrets/" + stack.name, ec);
+    fs::remove_all(paths_.state_dir + "/work/" + stack.name, ec);
   } else {
     (void)store_->AddEvent(stack.name, "stack_removed", "stack removed (history kept)");
   }
@@ -648,8 +768,9 @@ void Reconciler::Pass() {
 
   // The pipeline's Deploy/Review/Swap stages. A swap changes the live side: read the stacks
   // again, so the config synced below is the swapped one.
+  std::set<std::string> frozen;
   if (pipeline_ != nullptr && proxy_up) {
-    pipeline_->Advance(*stacks, state_, proxy_);
+    frozen = pipeline_->Advance(*stacks, state_, proxy_);
     stacks = store_->ListStacks();
     if (!stacks.ok()) return;
   }
@@ -674,7 +795,7 @@ void Reconciler::Pass() {
   for (const store::StackRecord& s : *stacks) {
     if (s.deleting) removing.push_back(s);
   }
-  if (proxy_up) SyncProxy(DesiredConfig(*stacks, tasks));
+  if (proxy_up) SyncProxy(DesiredConfig(*stacks, tasks), frozen);
   for (const store::StackRecord& s : removing) RemoveStack(s, &tasks);
   if (!any_live) {
     // Tasks of no stack (left from a crash) and the proxy go.

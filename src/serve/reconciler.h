@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,7 +94,9 @@ class Reconciler {
   void StopProxy();
   proxy::ProxyConfig DesiredConfig(const std::vector<store::StackRecord>& stacks,
                                    const std::vector<store::TaskRecord>& tasks);
-  void SyncProxy(const proxy::ProxyConfig& desired);
+  // `frozen`: stacks with a swap in flight; their listeners' groups and IsProduction tags are
+  // left as the proxy has them (only the pipeline's swap changes them).
+  void SyncProxy(proxy::ProxyConfig desired, const std::set<std::string>& frozen);
 
   // Tasks.
   void CheckTasks(std::vector<store::TaskRecord>* tasks);
@@ -105,7 +108,10 @@ class Reconciler {
   void StopTask(store::TaskRecord task, std::chrono::milliseconds grace);
   void RemoveStack(const store::StackRecord& stack, std::vector<store::TaskRecord>* tasks);
   std::string TargetHealth(const std::string& group, const std::string& address) const;
+  std::string ContainerName(const store::TaskRecord& t) const;
   bool TargetKnown(const std::string& group, const std::string& address) const;
+  // Stops the task and removes its row; false (row kept) when stopping failed.
+  bool StopTaskChecked(store::TaskRecord task, std::chrono::milliseconds grace);
   void Event(const std::string& stack, const std::string& kind, const std::string& message);
 
   store::Store* store_;

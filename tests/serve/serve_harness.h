@@ -234,9 +234,9 @@ class LoadGenerator {
   struct Totals {
     int64_t requests = 0;
     int64_t failures = 0;
-    std::map<std::string, int64_t> bodies;      // successful answers by body
-    std::map<std::string, int64_t> reasons;     // failures by reason
-    std::vector<std::string> samples;           // the first failures, with their time
+    std::map<std::string, int64_t> bodies;   // successful answers by body
+    std::map<std::string, int64_t> reasons;  // failures by reason
+    std::vector<std::string> samples;        // the first failures, with their time
 
     int64_t Body(const std::string& b) const {
       auto it = bodies.find(b);
@@ -266,8 +266,8 @@ class LoadGenerator {
       return d;
     }
     std::string ToString() const {
-      std::string out = std::to_string(requests) + " requests, " + std::to_string(failures) +
-                        " failed; answers:";
+      std::string out =
+          std::to_string(requests) + " requests, " + std::to_string(failures) + " failed; answers:";
       for (const auto& [b, n] : bodies) {
         std::string shown = b;
         while (!shown.empty() && shown.back() == '\n') shown.pop_back();
@@ -426,9 +426,9 @@ inline Json FindNamed(const Json& array, const std::string& key, const std::stri
   return Json();
 }
 inline Json Service(const Json& status, const std::string& identifier) {
-  return status.is_object() ? FindNamed(status.value("services", Json::array()), "identifier",
-                                        identifier)
-                            : Json();
+  return status.is_object()
+             ? FindNamed(status.value("services", Json::array()), "identifier", identifier)
+             : Json();
 }
 inline Json Group(const Json& status, const std::string& name) {
   return status.is_object() ? FindNamed(status.value("target_groups", Json::array()), "name", name)
@@ -499,8 +499,8 @@ inline bool Settled(const Json& status, std::string* why) {
   for (const Json& g : status.value("target_groups", Json::array())) {
     for (const Json& t : g.value("targets", Json::array())) {
       if (t.value("health", "") != "healthy") {
-        *why = g.value("name", "?") + " " + t.value("address", "?") + " is " +
-               t.value("health", "?");
+        *why =
+            g.value("name", "?") + " " + t.value("address", "?") + " is " + t.value("health", "?");
         return false;
       }
     }
@@ -512,11 +512,14 @@ class ServeTest : public ::testing::Test {
  protected:
   static constexpr Duration kWatchdog = 150s;
 
+  // How long one test may run before the watchdog kills its processes and aborts the binary (a
+  // fixture with longer tests overrides it).
+  virtual Duration WatchdogTimeout() const { return kWatchdog; }
+
   void SetUp() override {
     start_ = Clock::now();
     const char* base = std::getenv("TMPDIR");
-    std::string pattern =
-        std::string(base && *base ? base : "/tmp") + "/bluegreen_serve_it.XXXXXX";
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/bluegreen_serve_it.XXXXXX";
     std::vector<char> buf(pattern.begin(), pattern.end());
     buf.push_back('\0');
     ASSERT_NE(::mkdtemp(buf.data()), nullptr) << "mkdtemp: " << std::strerror(errno);
@@ -681,8 +684,7 @@ class ServeTest : public ::testing::Test {
   // One call; `token` nullopt sends the admin token, "" sends no Authorization header.
   Result<ApiAnswer> Api(const std::string& method, const std::string& path,
                         const std::string& body = "",
-                        std::optional<std::string> token = std::nullopt,
-                        Duration timeout = 30s) {
+                        std::optional<std::string> token = std::nullopt, Duration timeout = 30s) {
     HttpClientRequest req;
     req.method = method;
     req.target = path;
@@ -862,12 +864,13 @@ class ServeTest : public ::testing::Test {
  private:
   void StartWatchdog() {
     const std::string root = root_;
-    watchdog_ = std::thread([this, root] {
+    const Duration timeout = WatchdogTimeout();
+    watchdog_ = std::thread([this, root, timeout] {
       std::unique_lock<std::mutex> lock(watchdog_mu_);
-      if (!watchdog_cv_.wait_for(lock, kWatchdog, [this] { return test_done_; })) {
+      if (!watchdog_cv_.wait_for(lock, timeout, [this] { return test_done_; })) {
         std::fprintf(stderr, "watchdog: test ran longer than %lld s; killing its processes\n",
                      static_cast<long long>(
-                         std::chrono::duration_cast<std::chrono::seconds>(kWatchdog).count()));
+                         std::chrono::duration_cast<std::chrono::seconds>(timeout).count()));
         {
           std::lock_guard<std::mutex> reg(proxy_test::ChildRegistryMutex());
           for (pid_t pid : proxy_test::ChildRegistry()) ::kill(pid, SIGKILL);
