@@ -16,6 +16,7 @@
 #include <set>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -271,7 +272,7 @@ void Api::Route(const std::vector<std::string>& p, const HttpRequest& req,
     }
     if (p.size() == 5 && (p[4] == "release" || p[4] == "approve" || p[4] == "reject" ||
                           p[4] == "rollback")) {
-      if (m == "POST") return respond(PipelineAction(name, p[4], req));
+      if (m == "POST") return PipelineAction(name, p[4], req, std::move(respond));
       return respond(Error(405, "method_not_allowed", "use POST"));
     }
     if (p.size() == 5 && p[4] == "executions") {
@@ -683,16 +684,20 @@ std::optional<int64_t> ParseNumber(std::string_view s) {
 
 }  // namespace
 
-HttpResponse Api::PipelineAction(const std::string& name, const std::string& action,
-                                 const HttpRequest& req) {
+void Api::PipelineAction(const std::string& name, const std::string& action,
+                         const HttpRequest& req, HttpServer::Respond respond) {
   HttpResponse error;
   std::optional<json> body = ParseBody(req, &error);
-  if (!body) return error;
+  if (!body) return respond(error);
   std::string comment;
   if (body->contains("comment")) {
-    if (!(*body)["comment"].is_string()) return Error(400, "bad_request", "comment must be a string");
+    if (!(*body)["comment"].is_string()) {
+      return respond(Error(400, "bad_request", "comment must be a string"));
+    }
     comment = (*body)["comment"].get<std::string>();
-    if (comment.size() > 4096) return Error(400, "bad_request", "comment is longer than 4096 bytes");
+    if (comment.size() > 4096) {
+      return respond(Error(400, "bad_request", "comment is longer than 4096 bytes"));
+    }
   }
   const std::string who = "admin";  // the token's name; one admin token for now
   Result<store::ExecutionRecord> e = Status(StatusCode::kInternal, "unknown action");
@@ -700,9 +705,30 @@ HttpResponse Api::PipelineAction(const std::string& name, const std::string& act
   if (action == "approve") e = pipeline_->Approve(name, who, comment);
   if (action == "reject") e = pipeline_->Reject(name, who, comment);
   if (action == "rollback") e = pipeline_->Rollback(name, who, comment);
-  if (!e.ok()) return StatusError(e.status());
-  return HttpResponse::Json(action == "release" || action == "rollback" ? 202 : 200,
-                            json{{"execution", ExecutionToJson(*e)}}.dump());
+  if (!e.ok()) return respond(StatusError(e.status()));
+  if (action != "approve" && action != "rollback") {
+    return respond(HttpResponse::Json(action == "release" ? 202 : 200,
+                                      json{{"execution", ExecutionToJson(*e)}}.dump()));
+  }
+  // Approve and rollback answer once the swap is applied (read your writes): 200 with the
+  // execution Succeeded (production serves the version) or Failed (with the reason). If that
+  // takes longer than 60 s, 202 with the execution as it is.
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::seconds(60));
+  boost::asio::io_context& io = io_;
+  pipeline_->OnFinished(e->id, [&io, respond, once, timer](const store::ExecutionRecord& fin) {
+    json out{{"execution", ExecutionToJson(fin)}};
+    boost::asio::post(io, [respond, once, timer, out = std::move(out)] {
+      if (once->exchange(true)) return;
+      timer->cancel();
+      respond(HttpResponse::Json(200, out.dump(-1, ' ', false, json::error_handler_t::replace)));
+    });
+  });
+  const store::ExecutionRecord started = *e;
+  timer->async_wait([respond, once, started](const boost::system::error_code& ec) {
+    if (ec || once->exchange(true)) return;
+    respond(HttpResponse::Json(202, json{{"execution", ExecutionToJson(started)}}.dump()));
+  });
 }
 
 HttpResponse Api::ListExecutions(const std::string& name) {

@@ -45,8 +45,8 @@ class Api {
   HttpResponse ListExecutions(const std::string& name);
   HttpResponse GetExecution(const std::string& name, const std::string& id);
   HttpResponse GetLog(const std::string& name, const std::string& id, const HttpRequest& req);
-  HttpResponse PipelineAction(const std::string& name, const std::string& action,
-                              const HttpRequest& req);
+  void PipelineAction(const std::string& name, const std::string& action, const HttpRequest& req,
+                      HttpServer::Respond respond);
   HttpResponse Webhook(const std::string& name, const HttpRequest& req);
   HttpResponse PutSecret(const std::string& name, const std::string& key, const HttpRequest& req);
 

@@ -3,6 +3,9 @@
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -169,6 +172,41 @@ void Pipeline::Reap() {
   }
 }
 
+void Pipeline::OnFinished(int64_t id,
+                          std::function<void(const store::ExecutionRecord&)> done) {
+  std::lock_guard lock(waiters_mu_);
+  Result<std::vector<store::ExecutionRecord>> recent = store_->ListExecutions("", 1000);
+  if (recent.ok()) {
+    for (const store::ExecutionRecord& e : *recent) {
+      if (e.id == id && Terminal(e.status)) {
+        done(e);
+        return;
+      }
+    }
+  }
+  waiters_.emplace(id, std::move(done));
+}
+
+// Kills what a build of an earlier serve left running in its checkout (its commands run in
+// sessions of their own, so they outlive serve).
+static void KillProcessesUnder(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    fs::path cwd = fs::read_symlink(entry.path() / "cwd", ec);
+    if (ec) continue;
+    const std::string c = cwd.string();
+    if (c == dir || c.starts_with(dir + "/")) {
+      const pid_t pid = static_cast<pid_t>(std::stol(name));
+      if (pid > 1 && pid != ::getpid()) {
+        ::kill(-pid, SIGKILL);  // its group, if it leads one
+        ::kill(pid, SIGKILL);
+      }
+    }
+  }
+}
+
 void Pipeline::StartBuild(store::ExecutionRecord e) {
   Reap();
   std::lock_guard lock(mu_);
@@ -218,6 +256,14 @@ void Pipeline::Finish(store::ExecutionRecord* e, const std::string& status,
   e->reason = reason;
   Status st = store_->UpdateExecution(e);
   if (!st.ok()) spdlog::error("{}: cannot record execution {}: {}", e->stack, e->number, st.message());
+  {
+    std::vector<std::function<void(const store::ExecutionRecord&)>> done;
+    std::lock_guard lock(waiters_mu_);
+    auto [first, last] = waiters_.equal_range(e->id);
+    for (auto it = first; it != last; ++it) done.push_back(std::move(it->second));
+    waiters_.erase(first, last);
+    for (auto& f : done) f(*e);
+  }
   (void)store_->AddEvent(e->stack, "execution_" + status,
                          fmt::format("execution {} {}{}", e->number, status,
                                      reason.empty() ? "" : ": " + reason));
@@ -252,13 +298,19 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
   pipeline::GitCredentials cred{ReadSecret(e.stack, "git_token")};
   const std::string work = fmt::format("{}/work/{}/{}", paths_.state_dir, e.stack, e.number);
   std::error_code ec;
+  KillProcessesUnder(work);
   fs::remove_all(work, ec);
   fs::create_directories(fs::path(work).parent_path(), ec);
 
   // Source.
+  const bool resumed = e.stage == "Build" || !Stages(e).value("Source", json::object()).empty();
   if (e.stage == "Build") BeginStage(&e, "Source");  // a resumed build starts over
   e.log_path = fmt::format("{}/{}/execution-{}.log", paths_.logs_dir(), e.stack, e.number);
   fs::create_directories(fs::path(e.log_path).parent_path(), ec);
+  if (resumed && fs::exists(e.log_path, ec)) {
+    std::ofstream(e.log_path, std::ios::app)
+        << "[bluegreen] serve restarted during this execution: it starts over\n";
+  }
   if (e.commit.empty()) {
     Result<std::string> head = pipeline::ResolveBranchHead(spec->source.repo, spec->source.branch,
                                                            cred, kGitTimeout);

@@ -83,6 +83,10 @@ class Pipeline {
 
   std::string SecretPath(const std::string& stack, const std::string& key) const;
 
+  // Calls `done` once the execution (by id) has ended, with its final record; at once if it has
+  // ended already. `done` runs on whichever thread ends it and must not block.
+  void OnFinished(int64_t id, std::function<void(const store::ExecutionRecord&)> done);
+
  private:
   struct Build {
     std::thread thread;
@@ -107,6 +111,8 @@ class Pipeline {
   std::function<void()> wake_;
 
   std::mutex exec_mu_;  // serializes read-modify-write of executions
+  std::mutex waiters_mu_;
+  std::multimap<int64_t, std::function<void(const store::ExecutionRecord&)>> waiters_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
