@@ -555,19 +555,6 @@ bool Reconciler::StopTaskChecked(store::TaskRecord task, std::chrono::millisecon
   return true;
 }
 
-void Reconciler::StopTask(store::TaskRecord task, std::chrono::milliseconds grace) {
-  if (!task.handle.empty()) {
-    Status st = RuntimeFor(task.runtime)->Stop(runtime::TaskHandle{task.handle}, grace);
-    if (!st.ok()) {
-      spdlog::warn("task {}: stop: {}", task.id, st.message());
-      return;
-    }
-  }
-  drain_deadline_.erase(task.id);
-  (void)store_->DeleteTask(task.id);
-  spdlog::info("{}: stopped task {} ({} {})", task.stack, task.id, task.identifier, task.version);
-}
-
 void Reconciler::ReconcileService(const store::StackRecord& stack, const stack::StackSpec& spec,
                                   store::ServiceRecord svc, std::vector<store::TaskRecord>* tasks) {
   const std::string group = TargetGroupName(stack.name, svc.identifier);
@@ -799,7 +786,7 @@ void Reconciler::Pass() {
   for (const store::StackRecord& s : removing) RemoveStack(s, &tasks);
   if (!any_live) {
     // Tasks of no stack (left from a crash) and the proxy go.
-    for (const store::TaskRecord& t : tasks) StopTask(t, std::chrono::seconds(5));
+    for (const store::TaskRecord& t : tasks) (void)StopTaskChecked(t, std::chrono::seconds(5));
     StopProxy();
   }
 

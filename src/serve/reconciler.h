@@ -105,7 +105,6 @@ class Reconciler {
   void StartTask(const store::StackRecord& stack, const stack::StackSpec& spec,
                  const std::string& identifier, const std::string& version);
   bool Probe(const stack::StackSpec& spec, const store::TaskRecord& task);
-  void StopTask(store::TaskRecord task, std::chrono::milliseconds grace);
   void RemoveStack(const store::StackRecord& stack, std::vector<store::TaskRecord>* tasks);
   std::string TargetHealth(const std::string& group, const std::string& address) const;
   std::string ContainerName(const store::TaskRecord& t) const;
