@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/failpoint.h"
 #include "pipeline/build_runner.h"
 #include "pipeline/buildspec.h"
 #include "pipeline/git.h"
@@ -311,6 +312,7 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     std::ofstream(e.log_path, std::ios::app)
         << "[bluegreen] serve restarted during this execution: it starts over\n";
   }
+  Failpoint("pipeline.source");  // the execution is recorded in Source; nothing checked out
   if (e.commit.empty()) {
     Result<std::string> head = pipeline::ResolveBranchHead(spec->source.repo, spec->source.branch,
                                                            cred, kGitTimeout);
@@ -993,6 +995,7 @@ void Pipeline::DoSwap(store::ExecutionRecord e, const store::StackRecord& stack,
     e.swap_from = stack.live;
     e.from_version = live_version;
     if (!store_->UpdateExecution(&e).ok()) return;
+    Failpoint("pipeline.swap.recorded");  // the swap's `expect` is stored, the proxy untouched
   }
   const std::string from = e.swap_from;
   const std::string to = OtherSide(from);
@@ -1010,6 +1013,7 @@ void Pipeline::DoSwap(store::ExecutionRecord e, const store::StackRecord& stack,
       }
       return;
     }
+    Failpoint("pipeline.swap.applied");  // the proxy swapped; the store still says `from`
     Status st = store_->SetLive(stack.name, to);
     if (!st.ok()) {
       spdlog::error("{}: the swap happened but cannot be recorded: {}", stack.name, st.message());
@@ -1017,6 +1021,7 @@ void Pipeline::DoSwap(store::ExecutionRecord e, const store::StackRecord& stack,
     }
     spdlog::info("{}: swapped: production -> {} ({}){}", stack.name, to, e.version,
                  *swapped ? "" : " (the proxy had already swapped)");
+    Failpoint("pipeline.swap.live_recorded");  // live side stored; the execution not finished
   }
   Finish(&e, "Succeeded",
          fmt::format("{} is live on {} (was {})", e.version, to,

@@ -1708,6 +1708,121 @@ TEST_F(PipelineTest, CrashDuringApprove) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SIGKILL at exact points, by failpoint (src/common/failpoint.h): in the Source stage, and in each
+// window of the swap: after its `expect` is recorded but before the proxy is asked; after the
+// proxy swapped but before the store says so; after the store says so but before the execution
+// is finished. Production is under load throughout: not one request fails, and after the restart
+// production serves the approved version, swapped exactly once.
+
+TEST_F(PipelineTest, CrashInSourceStage) {
+  BG_ASSERT_OK_AND_ASSIGN(PipelineStack f, NewPipelineStack());
+  BG_ASSERT_OK_AND_ASSIGN(Json first, FirstRun(f, {"blue"}));
+  KillServe();
+  BG_ASSERT_OK(StartServe({"BLUEGREEN_FAILPOINTS=pipeline.source"}));
+  BG_ASSERT_OK_AND_ASSIGN(std::string sha, CommitApp({"green"}));
+  ASSERT_TRUE(WaitServeExit(kExecTimeout)) << "serve never reached the Source stage";
+  std::fprintf(stderr, "[crash] serve killed itself in the Source stage of commit %s\n",
+               sha.substr(0, 12).c_str());
+  BG_ASSERT_OK(StartServe());
+  BG_ASSERT_OK_AND_ASSIGN(Json e, WaitExecutionOf(f.name, sha));
+  const int64_t id = e.value("id", int64_t{0});
+  BG_ASSERT_OK_AND_ASSIGN(
+      Json waiting,
+      WaitExecution(
+          f.name, id, [](const Json& x) { return x.value("status", "") == "WaitingForApproval"; },
+          kExecTimeout, "to wait for approval after the restart"));
+  EXPECT_EQ(waiting.value("commit", ""), sha) << waiting.dump(2);
+  BG_ASSERT_OK_AND_ASSIGN(Json list, WaitNoneStuck(f.name));
+  EXPECT_EQ(list.size(), 2u) << "one execution per commit, also across the crash: "
+                             << list.dump(2);
+  BG_ASSERT_OK(WaitSettled(f.name).status());
+  std::string got;
+  EXPECT_TRUE(AllAnswer(f.test_port, "green\n", 10, &got)) << "test: " << got;
+  EXPECT_TRUE(AllAnswer(f.production_port, "blue\n", 10, &got)) << "production: " << got;
+}
+
+TEST_F(PipelineTest, CrashInEachSwapWindow) {
+  BG_ASSERT_OK_AND_ASSIGN(PipelineStack f, NewPipelineStack());
+  BG_ASSERT_OK_AND_ASSIGN(Json first, FirstRun(f, {"blue"}));
+  struct Window {
+    const char* failpoint;
+    const char* colour;
+    bool proxy_swapped_at_crash;
+  };
+  const Window windows[] = {{"pipeline.swap.recorded", "green", false},
+                            {"pipeline.swap.applied", "yellow", true},
+                            {"pipeline.swap.live_recorded", "red", true}};
+  std::string live_colour = "blue";
+  std::string live_side = "Code1";
+  for (const Window& w : windows) {
+    SCOPED_TRACE(std::string("failpoint ") + w.failpoint);
+    BG_ASSERT_OK_AND_ASSIGN(Json waiting, PushAndWaitForApproval(f, App(w.colour)));
+    const int64_t id = waiting.value("id", int64_t{0});
+    BG_ASSERT_OK(WaitSettled(f.name).status());
+    KillServe();
+    BG_ASSERT_OK(StartServe({std::string("BLUEGREEN_FAILPOINTS=") + w.failpoint}));
+
+    TimedLoad prod("production", f.production_port);
+    prod.Start();
+    ASSERT_TRUE(prod.WaitForMore(200, 10s));
+    // The approve never answers: serve dies in the middle of it.
+    HttpClientRequest req;
+    req.method = "POST";
+    req.target = "/api/v1/stacks/" + f.name + "/approve";
+    req.headers.emplace_back("Authorization", "Bearer " + token_);
+    req.headers.emplace_back("Content-Type", "application/json");
+    req.body = R"({"comment":"crash test"})";
+    auto answer = HttpCall(ApiAddress(), req, 20s);
+    ASSERT_TRUE(WaitServeExit(20s)) << "the failpoint did not fire; approve answered "
+                                    << (answer.ok() ? std::to_string(answer->status)
+                                                    : answer.status().ToString());
+    const auto died = Clock::now();
+    const std::string at_crash = FetchBody(f.production_port);
+    EXPECT_EQ(at_crash, (w.proxy_swapped_at_crash ? std::string(w.colour) : live_colour) + "\n")
+        << "production when serve died";
+    ASSERT_TRUE(prod.WaitForMore(300, 10s));  // production serves while serve is dead
+    BG_ASSERT_OK(StartServe());
+    const auto restarted = Clock::now();
+    BG_ASSERT_OK_AND_ASSIGN(Json done, WaitExecutionStatus(f.name, id, "Succeeded", 30s));
+    const auto succeeded_seen = Clock::now();
+    std::this_thread::sleep_for(1500ms);  // a few reconciler passes: a second swap would show
+    ASSERT_TRUE(prod.WaitForMore(300, 10s));
+    prod.Stop();
+    const std::string colour = std::string(w.colour) + "\n";
+    const LoadReport r = Analyze(prod.Samples(), died, colour,
+                                 {{"serve died", died},
+                                  {"serve restarted", restarted},
+                                  {"the execution was seen Succeeded", succeeded_seen}});
+    std::fprintf(stderr, "[load] production across a crash at %s: %s\n", w.failpoint,
+                 r.ToString().c_str());
+    EXPECT_EQ(r.failures, 0) << r.ToString();
+    EXPECT_EQ(r.after[2].wrong, 0) << "production was not (or not only) the approved version "
+                                      "once the execution succeeded: "
+                                   << r.ToString();
+    if (w.proxy_swapped_at_crash) {
+      EXPECT_EQ(r.after[0].wrong, 0) << "the proxy had swapped, yet production answered the old "
+                                        "version after serve died: "
+                                     << r.ToString();
+    }
+    std::string got;
+    EXPECT_TRUE(AllAnswer(f.production_port, colour, 10, &got)) << "production: " << got;
+    EXPECT_TRUE(AllAnswer(f.test_port, live_colour + "\n", 10, &got)) << "test: " << got;
+    const std::string new_side = live_side == "Code1" ? "Code2" : "Code1";
+    BG_ASSERT_OK_AND_ASSIGN(Json st, ApiStatus(f.name));
+    EXPECT_EQ(st.value("live", ""), new_side) << st.dump(2);
+    EXPECT_EQ(Listener(st, "production").value("target_group", ""),
+              f.name + (new_side == "Code1" ? "-blue" : "-green"))
+        << st.dump(2);
+    EXPECT_EQ(done.value("approved_by", ""), "admin") << done.dump(2);
+    EXPECT_EQ(done.value("comment", ""), "crash test") << done.dump(2);
+    EXPECT_EQ(done.value("from_version", ""), ServiceVersion(st, live_side)) << done.dump(2);
+    BG_ASSERT_OK_AND_ASSIGN(Json list, WaitNoneStuck(f.name));
+    live_colour = w.colour;
+    live_side = new_side;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The swap is health-gated: an approved version whose tasks stopped answering is not made live.
 
 TEST_F(PipelineTest, ApproveRefusedWhenTestSideUnhealthy) {

@@ -594,11 +594,13 @@ class ServeTest : public ::testing::Test {
   // ---- serve
 
   // Starts `bluegreen serve` on the test's state dir and API port; waits until healthz answers.
-  Status StartServe() {
+  // `env` adds variables ("NAME=VALUE"), e.g. BLUEGREEN_FAILPOINTS.
+  Status StartServe(const std::vector<std::string>& env = {}) {
     if (serve_) old_serves_.push_back(std::move(serve_));
-    auto p = Process::Start(BLUEGREEN_BINARY,
-                            {"serve", "--state-dir", state_dir_, "--api",
+    std::vector<std::string> argv = env;
+    argv.insert(argv.end(), {BLUEGREEN_BINARY, "serve", "--state-dir", state_dir_, "--api",
                              "127.0.0.1:" + std::to_string(api_port_), "--proxy-workers", "2"});
+    auto p = Process::Start("/usr/bin/env", argv);
     if (!p.ok()) return p.status();
     serve_ = std::move(p).value();
     const auto deadline = Clock::now() + 15s;
@@ -623,6 +625,11 @@ class ServeTest : public ::testing::Test {
     ASSERT_TRUE(serve_ != nullptr);
     serve_->Signal(SIGKILL);
     ASSERT_TRUE(serve_->WaitExit(10s).has_value()) << "serve survived SIGKILL";
+  }
+
+  // Waits until serve exits by itself (a failpoint), up to `timeout`; false if it still runs.
+  bool WaitServeExit(Duration timeout) {
+    return serve_ != nullptr && serve_->WaitExit(timeout).has_value();
   }
 
   std::string ApiAddress() const { return "127.0.0.1:" + std::to_string(api_port_); }
