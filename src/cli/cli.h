@@ -137,6 +137,20 @@ struct LogsOptions {
 };
 int RunLogs(const ClientOptions& client, const LogsOptions& options);
 
+// `bluegreen watch NAME [EXECUTION]`: follows an execution (the stack's current one by default)
+// until it has ended, showing its stages with their status and durations: redrawn in place when
+// `out` is a terminal (`redraw`), else one line per change. Exit 0 when it Succeeded, 1 when it
+// ended otherwise or the wait timed out; with `until_review`, also 0 as soon as it waits for
+// approval. With --json, prints the execution as last seen, once.
+struct WatchOptions {
+  std::string name;
+  std::string execution;  // a number; empty = the stack's current execution
+  bool until_review = false;
+  bool redraw = false;
+  std::chrono::milliseconds timeout = std::chrono::minutes(30);
+};
+int RunWatch(const ClientOptions& client, const WatchOptions& options);
+
 // `bluegreen secret set NAME KEY`: reads one line from `in` (without echo on a terminal) and
 // sends it as the secret KEY of the stack. Never prints the value.
 struct SecretOptions {
@@ -173,6 +187,15 @@ std::string UnreachableMessage(const std::string& api, const Status& status,
 // stack `name`; empty when there is nothing useful to add.
 std::string HintForApiError(std::string_view command, const std::string& name, int http_status,
                             std::string_view code);
+
+// `watch`: the execution as a block of lines: the execution line, then one line per stage (mark,
+// name, status, duration so far or in all), then what to do when it waits for approval or why it
+// ended. `now_ms` is ms since the epoch, for the running stage's duration.
+std::string FormatWatch(const nlohmann::json& execution, const std::string& name, int64_t now_ms);
+// `watch` without a terminal: one line per stage whose status changed from `before` to `after`
+// ("Build Succeeded (12.3s)"), then "execution N STATUS[: reason]" when its status changed.
+std::vector<std::string> WatchChanges(const nlohmann::json& before, const nlohmann::json& after,
+                                      int64_t now_ms);
 
 // `text` with `prefix` and ": " in front of every non-empty line, each line ending in '\n'.
 // Used to show stack file problems as "stack.yaml: line 4: key: what is wrong".

@@ -663,4 +663,89 @@ RollbackPreview PreviewRollback(const json& status, const std::string& name) {
 
 bool IsSecretKey(std::string_view key) { return key == "git_token" || key == "webhook_secret"; }
 
+
+namespace {
+
+constexpr const char* kStages[] = {"Source", "Build", "Deploy", "Review", "Swap"};
+
+// One stage's status, or "" when it has not started.
+std::string StageStatusOf(const json& execution, const char* stage) {
+  return Text(Get(Get(Get(execution, "stages"), stage), "status"), "");
+}
+
+// "12.3s", "4m05s": a stage's duration, precise enough to watch it grow.
+std::string StageDuration(int64_t ms) {
+  if (ms < 0) ms = 0;
+  char buf[32];
+  if (ms < 60'000) {
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+  } else {
+    const int64_t s = ms / 1000;
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  }
+  return buf;
+}
+
+// How long a stage took (ended) or has taken so far (running); "" when it has not started.
+std::string StageTime(const json& stage, int64_t now_ms) {
+  const json& started = Get(stage, "started_at");
+  if (!started.is_number()) return "";
+  const json& ended = Get(stage, "ended_at");
+  return StageDuration((ended.is_number() ? Int(ended) : now_ms) - Int(started));
+}
+
+std::string StageMark(std::string_view status) {
+  if (status.empty()) return "o";
+  if (status == "Succeeded" || status == "Approved") return "+";
+  if (status == "Failed" || status == "Rejected") return "x";
+  if (status == "Superseded") return "-";
+  return ">";  // InProgress, Waiting, WaitingForApproval
+}
+
+}  // namespace
+
+std::string FormatWatch(const json& execution, const std::string& name, int64_t now_ms) {
+  std::string out = name + "  " + ExecutionLine(execution) + "\n";
+  for (const char* stage : kStages) {
+    const std::string status = StageStatusOf(execution, stage);
+    const std::string time = StageTime(Get(Get(execution, "stages"), stage), now_ms);
+    std::string line = std::string("  ") + StageMark(status) + " " + stage;
+    line.append(8 - std::string_view(stage).size(), ' ');
+    line += status.empty() ? "-" : status;
+    if (!time.empty()) line += "  " + time;
+    out += line + "\n";
+  }
+  const std::string status = Text(Get(execution, "status"), "");
+  const std::string reason = NonEmpty(Get(execution, "reason"), "");
+  if (status == "WaitingForApproval") {
+    out += "  waiting for approval: bluegreen approve " + name +
+           " --comment TEXT (or bluegreen reject " + name + ")\n";
+  } else if (ExecutionEnded(execution) && !reason.empty()) {
+    out += "  " + status + ": " + reason + "\n";
+  }
+  return out;
+}
+
+std::vector<std::string> WatchChanges(const json& before, const json& after, int64_t now_ms) {
+  std::vector<std::string> lines;
+  for (const char* stage : kStages) {
+    const std::string was = StageStatusOf(before, stage);
+    const std::string is = StageStatusOf(after, stage);
+    if (is.empty() || is == was) continue;
+    std::string line = std::string(stage) + " " + is;
+    const json& s = Get(Get(after, "stages"), stage);
+    if (Get(s, "ended_at").is_number()) line += " (" + StageTime(s, now_ms) + ")";
+    lines.push_back(line);
+  }
+  const std::string was = Text(Get(before, "status"), "");
+  const std::string is = Text(Get(after, "status"), "");
+  if (is != was && !is.empty()) {
+    const std::string reason = NonEmpty(Get(after, "reason"), "");
+    lines.push_back("execution " + Text(Get(after, "id"), "?") + " " + is +
+                    (reason.empty() ? "" : ": " + reason));
+  }
+  return lines;
+}
+
 }  // namespace bluegreen::cli

@@ -1,5 +1,5 @@
-// The pipeline's client commands: release, approve, reject, rollback, executions, logs and
-// secret set (docs/cli.md), each a few calls to the API's "pipeline" endpoints (docs/api.md).
+// The pipeline's client commands: release, approve, reject, rollback, executions, logs, watch
+// and secret set (docs/cli.md), each a few calls to the API's "pipeline" endpoints (docs/api.md).
 #include <termios.h>
 #include <unistd.h>
 
@@ -332,6 +332,74 @@ int RunSecretSet(const ClientOptions& c, const SecretOptions& o) {
     *c.out << "set " << o.key << " of stack " << o.name << " (the value is not shown)\n";
   }
   return kExitOk;
+}
+
+
+int RunWatch(const ClientOptions& c, const WatchOptions& o) {
+  std::unique_ptr<ApiClient> client = Connect(c);
+  if (client == nullptr) return kExitUnauthorized;
+  const ApiClient& api = *client;
+  std::string id = o.execution;
+  if (id.empty()) {
+    Answer s = api.Call("GET", StackPath(o.name));
+    if (s.exit_code != kExitOk) return Report(c, api, s, "watch", o.name);
+    id = StringMember(Member(s.body, "execution"), "id");
+    if (id.empty()) {
+      *c.err << "error: stack " << o.name << " has no execution yet\n"
+             << "hint: push a commit to its branch, or start one with: bluegreen release "
+             << o.name << "\n";
+      return kExitNotFound;
+    }
+  }
+  const std::string target = StackPath(o.name) + "/executions/" + EscapePathSegment(id);
+  const Clock::time_point deadline = Clock::now() + o.timeout;
+  json last;
+  size_t drawn_lines = 0;
+  int failures = 0;
+  bool timed_out = false;
+  for (;;) {
+    Answer e = api.Call("GET", target);
+    if (e.exit_code == kExitUnreachable && e.http_status == 0 && ++failures < kMaxPollFailures) {
+      std::this_thread::sleep_for(c.poll_interval);  // serve restarting: keep watching
+      continue;
+    }
+    if (e.exit_code != kExitOk) return Report(c, api, e, "watch", o.name);
+    failures = 0;
+    const int64_t now = NowMillis();
+    if (!c.json) {
+      if (o.redraw) {
+        // Back to the first line drawn last time, clear to the end of the screen, draw again.
+        if (drawn_lines > 0) *c.out << "\x1b[" << drawn_lines << "F\x1b[J";
+        const std::string block = FormatWatch(e.body, o.name, now);
+        drawn_lines = static_cast<size_t>(std::count(block.begin(), block.end(), '\n'));
+        *c.out << block;
+      } else {
+        if (last.is_null()) *c.out << o.name << "  " << ExecutionLine(e.body) << "\n";
+        for (const std::string& line : WatchChanges(last, e.body, now)) *c.out << line << "\n";
+      }
+      c.out->flush();
+    }
+    last = std::move(e.body);
+    if (ExecutionEnded(last)) break;
+    if (o.until_review && StringMember(last, "status") == "WaitingForApproval") break;
+    const Clock::time_point t = Clock::now();
+    if (t >= deadline) {
+      timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(c.poll_interval, deadline - t));
+  }
+  if (c.json) PrintJson(c, last);
+  const std::string status = StringMember(last, "status");
+  if (timed_out) {
+    *c.err << "error: timed out after " << FormatDuration(o.timeout) << " watching execution "
+           << id << " of " << o.name << " (" << status << ")\n"
+           << "hint: it goes on without you; watch it again with: bluegreen watch " << o.name
+           << " " << id << "\n";
+    return kExitFailed;
+  }
+  if (status == "Succeeded" || status == "WaitingForApproval") return kExitOk;
+  return kExitFailed;  // Failed, Rejected or Superseded: the lines above said why
 }
 
 }  // namespace bluegreen::cli

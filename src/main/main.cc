@@ -271,6 +271,25 @@ int main(int argc, char** argv) {
                  "keep printing the log as it grows, until the build has ended");
   AddClientFlags(logs, &client, /*with_json=*/false);
 
+  bluegreen::cli::WatchOptions watch_options;
+  std::string watch_timeout = "30m";
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Follow an execution stage by stage until it has ended (or waits for approval)");
+  watch->footer(
+      "Exit status: 0 when the execution Succeeded (or, with --until-review, waits for\n"
+      "approval); 1 when it Failed, was Rejected or Superseded, or the wait timed out.\n"
+      "Example:\n"
+      "  bluegreen watch demo                  (the current execution)\n"
+      "  bluegreen watch demo 7 --until-review && bluegreen approve demo");
+  watch->add_option("name", watch_options.name, "stack name")->required();
+  watch->add_option("execution", watch_options.execution,
+                    "execution number (default: the stack's current execution)");
+  watch->add_flag("--until-review", watch_options.until_review,
+                  "stop (exit 0) once the execution waits for approval");
+  watch->add_option("--timeout", watch_timeout, "how long to watch at most")
+      ->capture_default_str();
+  AddClientFlags(watch, &client);
+
   CLI::App* secret = app.add_subcommand("secret", "Manage the secrets of a stack");
   secret->require_subcommand(1);
   bluegreen::cli::SecretOptions secret_options;
@@ -343,6 +362,11 @@ int main(int argc, char** argv) {
   }
   if (executions->parsed()) return bluegreen::cli::RunExecutions(client, executions_options);
   if (logs->parsed()) return bluegreen::cli::RunLogs(client, logs_options);
+  if (watch->parsed()) {
+    if (!ParseTimeout(watch_timeout, &watch_options.timeout)) return bluegreen::cli::kExitBadInput;
+    watch_options.redraw = ::isatty(STDOUT_FILENO) == 1;
+    return bluegreen::cli::RunWatch(client, watch_options);
+  }
   if (secret_set->parsed()) return bluegreen::cli::RunSecretSet(client, secret_options);
   return 2;
 }

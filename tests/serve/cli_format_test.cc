@@ -444,6 +444,51 @@ TEST(CliPipelineFormat, ExecutionLine) {
   EXPECT_EQ(ExecutionLine(json()), "execution ?  ?  ?  version -");
 }
 
+TEST(CliPipelineFormat, WatchShowsEachStageWithItsTime) {
+  // Review started at ...9000; 65.2 s later it still waits.
+  EXPECT_EQ(FormatWatch(kWaitingExecution, "demo", 1764330074200),
+            "demo  execution 3  WaitingForApproval  Review  version 3-9f1c2ab  commit 9f1c2ab "
+            "Make the background green\n"
+            "  + Source  Succeeded  0.4s\n"
+            "  o Build   -\n"
+            "  o Deploy  -\n"
+            "  > Review  WaitingForApproval  1m05s\n"
+            "  o Swap    -\n"
+            "  waiting for approval: bluegreen approve demo --comment TEXT (or bluegreen reject "
+            "demo)\n");
+  json failed = kWaitingExecution;
+  failed["status"] = "Failed";
+  failed["reason"] = "build: exit status 2";
+  failed["stages"]["Review"] = json::object();
+  failed["stages"]["Build"] = {
+      {"status", "Failed"}, {"started_at", 1764330000400}, {"ended_at", 1764330012700}};
+  const std::string text = FormatWatch(failed, "demo", 1764330099000);
+  EXPECT_NE(text.find("  x Build   Failed  12.3s\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  o Review  -\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  Failed: build: exit status 2\n"), std::string::npos) << text;
+  EXPECT_NO_THROW(FormatWatch(json(), "demo", 0));
+  EXPECT_NO_THROW(FormatWatch(json{{"stages", 5}, {"status", json::array()}}, "demo", 0));
+}
+
+TEST(CliPipelineFormat, WatchChangesSaysWhatChanged) {
+  json before = kWaitingExecution;
+  before["status"] = "InProgress";
+  before["stage"] = "Deploy";
+  before["stages"].erase("Review");
+  before["stages"]["Deploy"] = {{"status", "InProgress"}, {"started_at", 1764330001000}};
+  // From nothing: every stage that has a status.
+  EXPECT_EQ(WatchChanges(json(), before, 1764330002000),
+            (std::vector<std::string>{"Source Succeeded (0.4s)", "Deploy InProgress",
+                                      "execution 3 InProgress"}));
+  json after = kWaitingExecution;
+  after["stages"]["Deploy"] = {
+      {"status", "Succeeded"}, {"started_at", 1764330001000}, {"ended_at", 1764330008500}};
+  EXPECT_EQ(WatchChanges(before, after, 1764330009000),
+            (std::vector<std::string>{"Deploy Succeeded (7.5s)", "Review WaitingForApproval",
+                                      "execution 3 WaitingForApproval"}));
+  EXPECT_TRUE(WatchChanges(after, after, 1764330009000).empty());
+}
+
 TEST(CliPipelineFormat, ExecutionEnded) {
   for (const char* status : {"Succeeded", "Failed", "Rejected", "Superseded"}) {
     EXPECT_TRUE(ExecutionEnded({{"status", status}})) << status;

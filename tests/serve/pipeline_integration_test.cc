@@ -2027,8 +2027,30 @@ TEST_F(PipelineTest, CliSmoke) {
   EXPECT_NE(logs.out.find("building " + waiting.value("version", "?")), std::string::npos)
       << logs.Describe();
 
+  CliResult until_review = Cli({"watch", f.name, "--until-review"});
+  EXPECT_EQ(until_review.exit_code, 0) << until_review.Describe();
+  EXPECT_NE(until_review.out.find("Review WaitingForApproval"), std::string::npos)
+      << until_review.Describe();
+
+  // `watch` follows the execution through the approval to its end.
+  CliResult watched;
+  std::thread watcher([&] { watched = Cli({"watch", f.name, std::to_string(id)}); });
+  std::this_thread::sleep_for(1s);  // let it print the waiting state first
   CliResult approve = Cli({"approve", f.name, "--comment", "from the CLI"});
+  watcher.join();
   ASSERT_EQ(approve.exit_code, 0) << approve.Describe();
+  EXPECT_EQ(watched.exit_code, 0) << watched.Describe();
+  const size_t waited_at = watched.out.find("Review WaitingForApproval");
+  const size_t swapped_at = watched.out.find("Swap Succeeded");
+  EXPECT_NE(waited_at, std::string::npos) << watched.Describe();
+  EXPECT_NE(swapped_at, std::string::npos) << watched.Describe();
+  EXPECT_LT(waited_at, swapped_at) << watched.Describe();
+  EXPECT_NE(watched.out.find("execution " + std::to_string(id) + " Succeeded"), std::string::npos)
+      << watched.Describe();
+  CliResult watch_json = Cli({"watch", f.name, std::to_string(id), "--json"});
+  EXPECT_EQ(watch_json.exit_code, 0) << watch_json.Describe();
+  EXPECT_EQ(Json::parse(watch_json.out, nullptr, false).value("status", ""), "Succeeded")
+      << watch_json.Describe();
   BG_ASSERT_OK_AND_ASSIGN(Json done, WaitExecutionStatus(f.name, id, "Succeeded", 30s));
   EXPECT_EQ(done.value("comment", ""), "from the CLI") << done.dump(2);
   std::string got;
