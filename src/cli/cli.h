@@ -137,8 +137,8 @@ struct LogsOptions {
 };
 int RunLogs(const ClientOptions& client, const LogsOptions& options);
 
-// `bluegreen watch NAME [EXECUTION]`: follows an execution (the stack's current one by default)
-// until it has ended, showing its stages with their status and durations: redrawn in place when
+// `bluegreen watch NAME [EXECUTION]`: follows an execution (by default the stack's current one,
+// or when the latest has ended, the next one to start) until it has ended, showing its stages with their status and durations: redrawn in place when
 // `out` is a terminal (`redraw`), else one line per change. Exit 0 when it Succeeded, 1 when it
 // ended otherwise or the wait timed out; with `until_review`, also 0 as soon as it waits for
 // approval. With --json, prints the execution as last seen, once.
@@ -158,6 +158,21 @@ struct SecretOptions {
   std::string key;  // git_token or webhook_secret
 };
 int RunSecretSet(const ClientOptions& client, const SecretOptions& options);
+
+// `bluegreen quickstart [--dir DIR]` (src/cli/quickstart.cc, docs/quickstart.md): creates the
+// sample app as a git repository in DIR/app and its stack file DIR/stack.yaml (both kept when
+// they exist), starts serve (detached, log DIR/serve.log, pid DIR/serve.pid) when none answers
+// at client.api, runs `up`, watches the first execution, then prints the URLs, the token and the
+// walkthrough's next steps. With `cleanup`: removes the stack (purged) and stops the serve the
+// quickstart started; DIR is kept.
+struct QuickstartOptions {
+  std::string dir = "bluegreen-quickstart";
+  uint16_t production_port = 0;  // 0 = 80 for root, 8000 for others (or a free one near)
+  uint16_t test_port = 0;        // 0 = 8080 (or a free one near)
+  bool cleanup = false;
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+int RunQuickstart(const ClientOptions& client, const QuickstartOptions& options);
 
 // ---------------------------------------------------------------------------------------------
 // Pure functions behind the commands (unit-tested in tests/serve/cli_format_test.cc).

@@ -339,20 +339,50 @@ int RunWatch(const ClientOptions& c, const WatchOptions& o) {
   std::unique_ptr<ApiClient> client = Connect(c);
   if (client == nullptr) return kExitUnauthorized;
   const ApiClient& api = *client;
+  const Clock::time_point deadline = Clock::now() + o.timeout;
   std::string id = o.execution;
   if (id.empty()) {
-    Answer s = api.Call("GET", StackPath(o.name));
-    if (s.exit_code != kExitOk) return Report(c, api, s, "watch", o.name);
-    id = StringMember(Member(s.body, "execution"), "id");
-    if (id.empty()) {
-      *c.err << "error: stack " << o.name << " has no execution yet\n"
-             << "hint: push a commit to its branch, or start one with: bluegreen release "
-             << o.name << "\n";
-      return kExitNotFound;
+    // The current execution; when the latest has ended, the next one to start (a push was just
+    // made and the poller has not seen it yet, say).
+    std::string ended;
+    int failures = 0;
+    for (;;) {
+      Answer s = api.Call("GET", StackPath(o.name));
+      if (s.exit_code == kExitUnreachable && s.http_status == 0 &&
+          ++failures < kMaxPollFailures) {
+        std::this_thread::sleep_for(c.poll_interval);
+        continue;
+      }
+      if (s.exit_code != kExitOk) return Report(c, api, s, "watch", o.name);
+      failures = 0;
+      const json& current = Member(s.body, "execution");
+      const std::string current_id = StringMember(current, "id");
+      if (!current_id.empty() && !ExecutionEnded(current)) {
+        id = current_id;
+        break;
+      }
+      if (ended.empty()) {
+        ended = current_id.empty() ? "-" : current_id;
+        *c.err << (current_id.empty() ? "no execution of " + o.name + " yet"
+                                      : "execution " + current_id + " of " + o.name +
+                                            " has ended (" + StringMember(current, "status") +
+                                            ")")
+               << "; waiting for the next one: push a commit to its branch, or run bluegreen "
+                  "release "
+               << o.name << "\n";
+      } else if (!current_id.empty() && current_id != ended) {
+        id = current_id;  // started and ended between two polls: show how it ended
+        break;
+      }
+      if (Clock::now() >= deadline) {
+        *c.err << "error: no execution of " << o.name << " started within "
+               << FormatDuration(o.timeout) << "\n";
+        return kExitFailed;
+      }
+      std::this_thread::sleep_for(c.poll_interval);
     }
   }
   const std::string target = StackPath(o.name) + "/executions/" + EscapePathSegment(id);
-  const Clock::time_point deadline = Clock::now() + o.timeout;
   json last;
   size_t drawn_lines = 0;
   int failures = 0;

@@ -1,11 +1,15 @@
 #include "common/net.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <optional>
 #include <utility>
+
+#include "common/posix.h"
 
 namespace bluegreen {
 namespace {
@@ -364,6 +368,20 @@ std::string FormatDuration(std::chrono::milliseconds d) {
   }
   consider(std::move(breakdown));
   return best;
+}
+
+Status CheckPortBindable(uint16_t port) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Unavailable("socket: " + ErrnoText(errno));
+  const int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return Unavailable(ErrnoText(errno));
+  }
+  return Status::Ok();
 }
 
 }  // namespace bluegreen

@@ -52,4 +52,9 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 // The shortest exact text for a duration, e.g. "10s", "250ms", "24h". Parses back to the same value.
 std::string FormatDuration(std::chrono::milliseconds d);
 
+// Whether a listener could bind TCP `port` on all IPv4 addresses now (with SO_REUSEADDR, as the
+// proxy binds): Ok, or Unavailable with the reason ("Address already in use", "Permission
+// denied" for a port below 1024 without the privilege).
+Status CheckPortBindable(uint16_t port);
+
 }  // namespace bluegreen

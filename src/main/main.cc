@@ -290,6 +290,34 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   AddClientFlags(watch, &client);
 
+  bluegreen::cli::QuickstartOptions quickstart_options;
+  std::string quickstart_timeout = "5m";
+  CLI::App* quickstart = app.add_subcommand(
+      "quickstart",
+      "Set up the walkthrough: a sample app in a git repository, its stack, serve, the first "
+      "release");
+  quickstart->footer(
+      "Creates DIR/app (a git repository with a small web page built by the pipeline with the\n"
+      "machine's C compiler) and DIR/stack.yaml, starts `bluegreen serve` if none answers at\n"
+      "--api, runs `up`, waits for the first release, and prints the production, test and\n"
+      "console URLs, the token and the next steps. Running it again is safe: what exists is kept.\n"
+      "Without root, production listens on 8000 instead of 80 (test on 8080); it says so.\n"
+      "Example:\n"
+      "  bluegreen quickstart\n"
+      "  bluegreen quickstart --dir /tmp/demo --production-port 9000 --test-port 9001\n"
+      "  bluegreen quickstart --cleanup        (removes the stack, stops the serve it started)");
+  quickstart->add_option("--dir", quickstart_options.dir, "where the sample app and stack go")
+      ->capture_default_str();
+  quickstart->add_option("--production-port", quickstart_options.production_port,
+                         "production listener port (default: 80 as root, else 8000)");
+  quickstart->add_option("--test-port", quickstart_options.test_port,
+                         "test listener port (default: 8080)");
+  quickstart->add_flag("--cleanup", quickstart_options.cleanup,
+                       "take the quickstart down: remove its stack, stop the serve it started");
+  quickstart->add_option("--timeout", quickstart_timeout, "how long to wait for the first release")
+      ->capture_default_str();
+  AddClientFlags(quickstart, &client);
+
   CLI::App* secret = app.add_subcommand("secret", "Manage the secrets of a stack");
   secret->require_subcommand(1);
   bluegreen::cli::SecretOptions secret_options;
@@ -362,6 +390,12 @@ int main(int argc, char** argv) {
   }
   if (executions->parsed()) return bluegreen::cli::RunExecutions(client, executions_options);
   if (logs->parsed()) return bluegreen::cli::RunLogs(client, logs_options);
+  if (quickstart->parsed()) {
+    if (!ParseTimeout(quickstart_timeout, &quickstart_options.timeout)) {
+      return bluegreen::cli::kExitBadInput;
+    }
+    return bluegreen::cli::RunQuickstart(client, quickstart_options);
+  }
   if (watch->parsed()) {
     if (!ParseTimeout(watch_timeout, &watch_options.timeout)) return bluegreen::cli::kExitBadInput;
     watch_options.redraw = ::isatty(STDOUT_FILENO) == 1;

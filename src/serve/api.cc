@@ -473,19 +473,9 @@ void Api::PutStack(const std::string& name, const HttpRequest& req, HttpServer::
     const bool ours = before && (port == before->load_balancer.production.port ||
                                  port == before->load_balancer.test.port);
     if (ours) continue;
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    const bool free = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    if (!free) {
+    if (Status free = CheckPortBindable(port); !free.ok()) {
       return respond(Error(409, "conflict",
-                           fmt::format("port {} cannot be a listener: {}", port,
-                                       std::strerror(err))));
+                           fmt::format("port {} cannot be a listener: {}", port, free.message())));
     }
   }
   const std::string canonical = stack::StackSpecToJson(*spec);

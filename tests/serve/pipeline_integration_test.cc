@@ -2064,6 +2064,18 @@ TEST_F(PipelineTest, CliSmoke) {
   EXPECT_EQ(latest[0].value("kind", ""), "rollback") << latest.dump(2);
   EXPECT_EQ(latest[0].value("status", ""), "Succeeded") << latest.dump(2);
   EXPECT_EQ(latest[0].value("comment", ""), "CLI rollback") << latest.dump(2);
+
+  // `watch` with nothing running waits for the next execution: the walkthrough's
+  // `git commit && bluegreen watch NAME --until-review`, before the poller has seen the commit.
+  CliResult next;
+  std::thread next_watcher([&] { next = Cli({"watch", f.name, "--until-review"}); });
+  std::this_thread::sleep_for(700ms);  // let it see that the latest execution has ended
+  BG_ASSERT_OK_AND_ASSIGN(std::string sha, CommitApp({"yellow"}));
+  next_watcher.join();
+  EXPECT_EQ(next.exit_code, 0) << next.Describe();
+  EXPECT_NE(next.err.find("waiting for the next one"), std::string::npos) << next.Describe();
+  EXPECT_NE(next.out.find("commit " + sha.substr(0, 7)), std::string::npos) << next.Describe();
+  EXPECT_NE(next.out.find("Review WaitingForApproval"), std::string::npos) << next.Describe();
 }
 
 }  // namespace
