@@ -515,6 +515,8 @@ class ServeTest : public ::testing::Test {
   // How long one test may run before the watchdog kills its processes and aborts the binary (a
   // fixture with longer tests overrides it).
   virtual Duration WatchdogTimeout() const { return kWatchdog; }
+  // Whether SetUp starts serve (a test whose command starts serve itself says no).
+  virtual bool StartsServe() const { return true; }
 
   void SetUp() override {
     start_ = Clock::now();
@@ -529,6 +531,7 @@ class ServeTest : public ::testing::Test {
     std::filesystem::create_directories(art_dir_);
     StartWatchdog();
     BG_ASSERT_OK_AND_ASSIGN(api_port_, PickFreePort());
+    if (!StartsServe()) return;
     BG_ASSERT_OK(StartServe());
     auto token = ReadFile(state_dir_ + "/admin.token");
     ASSERT_TRUE(token.ok()) << token.status().ToString();
