@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages bluegreen needs to build, test and benchmark. Safe to run again:
-# it installs only what is missing.
+# it installs only what is missing. With --build-only: just what building and running bluegreen
+# needs (scripts/quickstart.sh), not the test, fuzzing and benchmark tools.
 set -euo pipefail
 
-PACKAGES=(
+BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git curl
-  clang libclang-rt-14-dev llvm            # sanitizers and libFuzzer
   libboost1.81-dev                         # Asio: event loops, sockets, timers, signals
   libyaml-cpp-dev nlohmann-json3-dev       # config files and JSON APIs
   libspdlog-dev libfmt-dev libcli11-dev    # logging, formatting, command line
   libsqlite3-dev libssl-dev                # the state store; SHA-256 and HMAC for tokens
+  libgtest-dev libgmock-dev                # the build includes the tests' targets
+)
+TEST_PACKAGES=(
+  clang libclang-rt-14-dev llvm            # sanitizers and libFuzzer
   podman runc                              # the container runtime's integration tests
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libbenchmark-dev
   haproxy nginx wrk                        # benchmark references and load generator
 )
+PACKAGES=("${BUILD_PACKAGES[@]}")
+if [ "${1:-}" != "--build-only" ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
