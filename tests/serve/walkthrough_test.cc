@@ -62,6 +62,32 @@ class WalkthroughTest : public ServeTest {
     return out;
   }
 
+  // Runs the CLI command `args` (an approve or a rollback) while 4 threads load the production
+  // port: no request fails, and after the command has answered production is `to` (at most one
+  // request per thread, sent before the answer, may still come back `from`).
+  void SwapUnderLoad(const std::vector<std::string>& args, uint16_t production,
+                     const std::string& from, const std::string& to) {
+    LoadGenerator load("production", production);
+    load.Start();
+    ASSERT_TRUE(load.WaitForMore({}, 300, 20s)) << load.Snapshot().ToString();
+    CliResult r = Cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    const LoadGenerator::Totals at_answer = load.Snapshot();
+    ASSERT_TRUE(load.WaitForMore(at_answer, 500, 20s)) << load.Snapshot().ToString();
+    load.Stop();
+    const LoadGenerator::Totals all = load.Snapshot();
+    std::map<std::string, int64_t> after = ByColour(all.Minus(at_answer));
+    std::fprintf(stderr, "[walkthrough] production during `%s`: %lld requests, %lld failed; by "
+                 "colour: %s; sent after it answered: %s\n",
+                 args[0].c_str(), static_cast<long long>(all.requests),
+                 static_cast<long long>(all.failures), Describe(ByColour(all)).c_str(),
+                 Describe(after).c_str());
+    EXPECT_EQ(all.failures, 0) << all.ToString();
+    EXPECT_GT(ByColour(all)[from], 0) << "the load started before the swap";
+    EXPECT_LE(after[from], 4) << Describe(after);
+    EXPECT_GT(after[to], 400) << Describe(after);
+  }
+
   // `git ARGS` in `dir`; the exit status.
   static int Git(const std::string& dir, const std::string& args) {
     return std::system(("git -C '" + dir + "' " + args + " >/dev/null 2>&1").c_str());
@@ -120,28 +146,7 @@ TEST_F(WalkthroughTest, QuickstartApproveRollbackCleanup) {
   EXPECT_TRUE(AllColour(production, "blue", 10, &got)) << "production: " << got;
 
   // 4. Approve while a load generator runs on the production URL.
-  {
-    LoadGenerator load("production", production);
-    load.Start();
-    ASSERT_TRUE(load.WaitForMore({}, 300, 20s)) << load.Snapshot().ToString();
-    CliResult approve = Cli({"approve", "quickstart", "--comment", "Looks good"});
-    ASSERT_EQ(approve.exit_code, 0) << approve.Describe();
-    const LoadGenerator::Totals at_answer = load.Snapshot();
-    ASSERT_TRUE(load.WaitForMore(at_answer, 500, 20s)) << load.Snapshot().ToString();
-    load.Stop();
-    const LoadGenerator::Totals all = load.Snapshot();
-    const LoadGenerator::Totals after = all.Minus(at_answer);
-    std::fprintf(stderr, "[walkthrough] production during the approve: %lld requests, %lld "
-                 "failed; by colour: %s; after the approve answered: %s\n",
-                 static_cast<long long>(all.requests), static_cast<long long>(all.failures),
-                 Describe(ByColour(all)).c_str(), Describe(ByColour(after)).c_str());
-    EXPECT_EQ(all.failures, 0) << all.ToString();
-    EXPECT_GT(ByColour(all)["blue"], 0) << "the load started before the swap";
-    // A request sent before the answer may be answered after it; the first 4 (one in flight per
-    // load thread) may still be blue, none later.
-    EXPECT_LE(ByColour(after)["blue"], 4) << Describe(ByColour(after));
-    EXPECT_GT(ByColour(after)["green"], 400) << Describe(ByColour(after));
-  }
+  SwapUnderLoad({"approve", "quickstart", "--comment", "Looks good"}, production, "blue", "green");
   EXPECT_TRUE(AllColour(production, "green", 10, &got)) << "production: " << got;
   EXPECT_TRUE(AllColour(test, "blue", 10, &got)) << "test: " << got;
   CliResult executions = Cli({"executions", "quickstart"});
@@ -149,25 +154,7 @@ TEST_F(WalkthroughTest, QuickstartApproveRollbackCleanup) {
       << executions.Describe();
 
   // 5. Roll back: one swap, under load again.
-  {
-    LoadGenerator load("production", production);
-    load.Start();
-    ASSERT_TRUE(load.WaitForMore({}, 300, 20s)) << load.Snapshot().ToString();
-    CliResult rollback = Cli({"rollback", "quickstart", "--yes"});
-    ASSERT_EQ(rollback.exit_code, 0) << rollback.Describe();
-    const LoadGenerator::Totals at_answer = load.Snapshot();
-    ASSERT_TRUE(load.WaitForMore(at_answer, 500, 20s)) << load.Snapshot().ToString();
-    load.Stop();
-    const LoadGenerator::Totals all = load.Snapshot();
-    const LoadGenerator::Totals after = all.Minus(at_answer);
-    std::fprintf(stderr, "[walkthrough] production during the rollback: %lld requests, %lld "
-                 "failed; by colour: %s; after the rollback answered: %s\n",
-                 static_cast<long long>(all.requests), static_cast<long long>(all.failures),
-                 Describe(ByColour(all)).c_str(), Describe(ByColour(after)).c_str());
-    EXPECT_EQ(all.failures, 0) << all.ToString();
-    EXPECT_LE(ByColour(after)["green"], 4) << Describe(ByColour(after));
-    EXPECT_GT(ByColour(after)["blue"], 400) << Describe(ByColour(after));
-  }
+  SwapUnderLoad({"rollback", "quickstart", "--yes"}, production, "green", "blue");
   EXPECT_TRUE(AllColour(production, "blue", 10, &got)) << "production: " << got;
 
   // 6. Clean up: no process and no listener left.
