@@ -299,7 +299,8 @@ int main(int argc, char** argv) {
       "Example:\n"
       "  bluegreen token create ci --role approver\n"
       "  export BLUEGREEN_TOKEN=$(bluegreen token create alice --role viewer)");
-  token_create->add_option("name", token_create_options.name, "token name, [a-z0-9][a-z0-9._-]{0,63}")
+  token_create
+      ->add_option("name", token_create_options.name, "token name, [a-z0-9][a-z0-9._-]{0,63}")
       ->required();
   token_create->add_option("--role", token_create_options.role, "viewer, approver or admin")
       ->required()

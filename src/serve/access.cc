@@ -1,10 +1,9 @@
 #include "serve/access.h"
 
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-
-#include <fmt/format.h>
 
 namespace bluegreen::serve {
 namespace {
@@ -30,22 +29,22 @@ std::string_view BearerToken(std::string_view authorization) {
   return token;
 }
 
+// "role approver or admin": the roles at or above `needed`.
 std::string RolesAllowed(Role needed) {
-  switch (needed) {
-    case Role::kViewer: return "any role";
-    case Role::kApprover: return "role approver or admin";
-    case Role::kAdmin: return "role admin";
-  }
-  return "role admin";
+  if (needed == Role::kViewer) return "any role";
+  return needed == Role::kApprover ? "role approver or admin" : "role admin";
 }
 
 }  // namespace
 
 std::string_view RoleName(Role role) {
   switch (role) {
-    case Role::kViewer: return "viewer";
-    case Role::kApprover: return "approver";
-    case Role::kAdmin: return "admin";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kApprover:
+      return "approver";
+    case Role::kAdmin:
+      return "admin";
   }
   return "viewer";
 }

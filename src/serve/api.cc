@@ -215,7 +215,9 @@ void Api::Route(const std::vector<std::string>& p, const HttpRequest& req,
   // Who calls, and whether their role allows the request: before any body is read.
   Result<Identity> who = access_.Authenticate(req.Header("Authorization"));
   if (!who.ok()) {
-    if (who.status().code() != StatusCode::kUnauthenticated) return respond(StoreError(who.status()));
+    if (who.status().code() != StatusCode::kUnauthenticated) {
+      return respond(StoreError(who.status()));
+    }
     return respond(Error(401, "unauthenticated", who.status().message()));
   }
   if (std::optional<std::string> denied = Denied(*who, RequiredRole(m, p, req.path))) {
@@ -896,7 +898,8 @@ HttpResponse Api::CreateToken(const HttpRequest& req, const Identity& who) {
   t.created_by = who.name;
   t.created_at = store::NowSeconds();
   if (t.name == kBootstrapTokenName) {
-    return Error(409, "conflict", "the name admin is the bootstrap admin token's; choose another");
+    return Error(409, "conflict",
+                 "the name admin is the bootstrap admin token's; choose another");
   }
   Result<std::string> token = NewToken();
   if (!token.ok()) return Error(500, "internal", token.status().message());
