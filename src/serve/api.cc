@@ -843,7 +843,7 @@ HttpResponse Api::TokenRoute(const std::vector<std::string>& p, const HttpReques
                                           {"admin", who.role >= Role::kAdmin}}}}
                                        .dump());
   }
-  if (p.size() == 3) {
+  if (p.size() == 3 && p[2] == "tokens") {
     if (m == "POST") return CreateToken(req, who);
     if (m != "GET") return Error(405, "method_not_allowed", "use GET or POST");
     Result<std::vector<store::TokenRecord>> tokens = store_->ListTokens();
@@ -858,7 +858,7 @@ HttpResponse Api::TokenRoute(const std::vector<std::string>& p, const HttpReques
     }
     return HttpResponse::Json(200, json{{"tokens", list}}.dump());
   }
-  if (p.size() == 4) {
+  if (p.size() == 4 && p[2] == "tokens") {
     if (m != "DELETE") return Error(405, "method_not_allowed", "use DELETE");
     const std::string& name = p[3];
     if (name == kBootstrapTokenName) {

@@ -1,6 +1,7 @@
-// Api: the REST API of serve (docs/api.md), as an HttpServer handler. Reads come from the store
-// and the reconciler's last view of the proxy; writes are committed to the store, then the
-// reconciler is notified to make them so. Runs on the HttpServer's io_context thread; blocking
+// Api: the REST API of serve (docs/api.md), as an HttpServer handler. Every call but healthz and
+// the webhook is authenticated and its role checked (serve/access.h) before anything else. Reads
+// come from the store and the reconciler's last view of the proxy; writes are committed to the
+// store, then the reconciler is notified to make them so. Runs on the HttpServer's io_context thread; blocking
 // work never happens here (a `down` answers from the reconciler's thread via asio::post).
 #pragma once
 

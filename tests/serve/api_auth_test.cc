@@ -217,6 +217,12 @@ TEST_F(AuthTest, EachRoleGetsWhatTheRoleTableSays) {
   EXPECT_EQ(probe.status, 403) << probe.body;
   BG_ASSERT_OK_AND_ASSIGN(ApiAnswer unknown, Api("GET", "/api/v1/nothing", "", tokens_["viewer"]));
   EXPECT_EQ(unknown.status, 404) << unknown.body;
+  for (const char* path : {"/api/v1/whoami/t-viewer", "/api/v1/tokens/t-viewer/x"}) {
+    BG_ASSERT_OK_AND_ASSIGN(ApiAnswer extra, Api("DELETE", path));
+    EXPECT_EQ(extra.status, 404) << path << ": " << extra.body;
+  }
+  BG_ASSERT_OK_AND_ASSIGN(ApiAnswer still, Api("GET", "/api/v1/whoami", "", tokens_["viewer"]));
+  EXPECT_EQ(still.status, 200) << "a DELETE of another path revoked the token: " << still.body;
 }
 
 TEST_F(AuthTest, RefusedCallsChangeNothing) {
