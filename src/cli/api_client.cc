@@ -117,7 +117,9 @@ int Report(const ClientOptions& c, const ApiClient& api, const Answer& a, std::s
   *c.err << "error: " << a.error.message << "\n";
   if (a.http_status != 0) {
     std::string hint = HintForApiError(command, name, a.http_status, a.error.code);
-    if (a.http_status == 401) hint = "the token was read from " + api.token_source() + "; " + hint;
+    if (a.http_status == 401 || a.http_status == 403) {
+      hint = "the token was read from " + api.token_source() + "; " + hint;
+    }
     if (!hint.empty()) *c.err << "hint: " << hint << "\n";
   }
   return a.exit_code;
@@ -125,6 +127,12 @@ int Report(const ClientOptions& c, const ApiClient& api, const Answer& a, std::s
 
 void PrintJson(const ClientOptions& c, const json& j) {
   *c.out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+}
+
+int64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string StackPath(const std::string& name) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -78,6 +79,9 @@ void PrintJson(const ClientOptions& c, const nlohmann::json& j);
 
 // "/api/v1/stacks/NAME", NAME escaped.
 std::string StackPath(const std::string& name);
+
+// Milliseconds since the epoch (the API's execution times; ages are counted to it).
+int64_t NowMillis();
 
 // Consecutive failed polls tolerated while waiting (serve restarting), before giving up.
 inline constexpr int kMaxPollFailures = 20;

@@ -1,5 +1,6 @@
-// The client commands of the bluegreen CLI: `up`, `down`, `status`, `stacks` and `deploy`, and
-// the pipeline's `release`, `approve`, `reject`, `rollback`, `executions`, `logs` and `secret set`.
+// The client commands of the bluegreen CLI: `up`, `down`, `status`, `stacks` and `deploy`, the
+// pipeline's `release`, `approve`, `reject`, `rollback`, `executions`, `logs` and `secret set`,
+// and `token create|list|revoke`.
 // Each is a few calls to the REST API of `bluegreen serve` (docs/api.md) made with HttpCall,
 // printing text for people by default and the server's JSON with --json. docs/cli.md is the user's
 // reference; its exit codes (below) and its --json output are a contract that scripts rely on.
@@ -30,7 +31,7 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;        // the operation failed: a rollout, a timeout, a 5xx
 inline constexpr int kExitBadInput = 2;      // bad flags, an invalid stack file, HTTP 400 or 413
 inline constexpr int kExitNotFound = 3;      // HTTP 404
-inline constexpr int kExitUnauthorized = 4;  // no token, HTTP 401 or 403
+inline constexpr int kExitUnauthorized = 4;  // no token, HTTP 401 or 403 (a role too low)
 inline constexpr int kExitUnreachable = 5;   // serve cannot be reached (refused, timeout)
 inline constexpr int kExitConflict = 6;      // HTTP 409
 
@@ -174,6 +175,20 @@ struct QuickstartOptions {
 };
 int RunQuickstart(const ClientOptions& client, const QuickstartOptions& options);
 
+// Access (docs/cli.md "Access"; src/cli/token_commands.cc). All three need an admin token.
+
+// `bluegreen token create NAME --role ROLE`: the new token is shown this once: in text, alone on
+// its line on `out` (a note on `err` says it will not be shown again); with --json, the answer.
+struct TokenCreateOptions {
+  std::string name;
+  std::string role;  // viewer, approver or admin
+};
+int RunTokenCreate(const ClientOptions& client, const TokenCreateOptions& options);
+// `bluegreen token list`.
+int RunTokenList(const ClientOptions& client);
+// `bluegreen token revoke NAME`: the token stops working at once.
+int RunTokenRevoke(const ClientOptions& client, const std::string& name);
+
 // ---------------------------------------------------------------------------------------------
 // Pure functions behind the commands (unit-tested in tests/serve/cli_format_test.cc).
 
@@ -198,8 +213,9 @@ std::string UnreachableMessage(const std::string& api, const Status& status,
                                const std::string& state_dir);
 
 // What to do next after an API error in `command` ("up", "down", "status", "stacks", "deploy",
-// "versions", "release", "approve", "reject", "rollback", "executions", "logs", "secret") on
-// stack `name`; empty when there is nothing useful to add.
+// "versions", "release", "approve", "reject", "rollback", "executions", "logs", "secret",
+// "token") on stack `name`; empty when there is nothing useful to add. A 403 names the role to
+// ask an admin for.
 std::string HintForApiError(std::string_view command, const std::string& name, int http_status,
                             std::string_view code);
 
@@ -276,6 +292,9 @@ std::string FormatRejectAnswer(const nlohmann::json& answer, const std::string& 
 // newest `limit` (0 = all), ages counted to `now_ms` (ms since the epoch); or how to start one.
 std::string FormatExecutions(const nlohmann::json& answer, const std::string& name, int64_t now_ms,
                              size_t limit);
+// GET /api/v1/tokens: a table NAME ROLE CREATED CREATED-BY LAST-USED (ages to `now_ms`, ms
+// since the epoch; the API's times are seconds), or how to create a first token.
+std::string FormatTokens(const nlohmann::json& answer, int64_t now_ms);
 // A time span as an age: "42s", "5m", "3h", "2d"; "0s" for a negative one.
 std::string FormatAge(int64_t ms);
 

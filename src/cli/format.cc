@@ -236,11 +236,18 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
                             std::string_view code) {
   switch (http_status) {
     case 401:
-      return "use this serve's token: set BLUEGREEN_TOKEN, or pass --state-dir with the directory "
-             "serve was started with (its admin.token is read)";
-    case 403:
-      return "this token is not allowed to do that";
+      return "use a valid token of this serve (a revoked one no longer works): set "
+             "BLUEGREEN_TOKEN, or pass --state-dir with the directory serve was started with (its "
+             "admin.token is read)";
+    case 403: {
+      const bool approver = command == "approve" || command == "reject" ||
+                            command == "rollback" || command == "release";
+      const std::string role = approver ? "approver" : "admin";
+      return "ask an admin for a token with role " + role + " (bluegreen token create NAME " +
+             "--role " + role + ") and use it: set BLUEGREEN_TOKEN";
+    }
     case 404:
+      if (command == "token") return "list the tokens with: bluegreen token list";
       if (command == "logs") {
         return "list the executions with: bluegreen executions " + name +
                " (and the stacks with: bluegreen stacks)";
@@ -261,6 +268,9 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
                "--artifact/--image";
       }
       if (command == "release") return "";  // serve's message says what the stack lacks
+      if (command == "token") {
+        return "choose another name; the tokens are listed by: bluegreen token list";
+      }
       if (command == "approve" || command == "reject") {
         return "see where the executions of " + name + " are: bluegreen executions " + name;
       }
@@ -746,6 +756,27 @@ std::vector<std::string> WatchChanges(const json& before, const json& after, int
                     (reason.empty() ? "" : ": " + reason));
   }
   return lines;
+}
+
+std::string FormatTokens(const json& answer, int64_t now_ms) {
+  const json& list = Array(Get(answer, "tokens"));
+  if (list.empty()) {
+    return "no tokens besides the admin token: create one with: bluegreen token create NAME "
+           "--role viewer|approver|admin\n";
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "ROLE", "CREATED", "CREATED-BY", "LAST-USED"}};
+  auto ago = [now_ms](const json& seconds, const char* never) {
+    return seconds.is_number() && Int(seconds) > 0
+               ? FormatAge(now_ms - Int(seconds) * 1000) + " ago"
+               : std::string(never);
+  };
+  for (const json& t : list) {
+    rows.push_back({NonEmpty(Get(t, "name")), NonEmpty(Get(t, "role")),
+                    ago(Get(t, "created_at"), "-"), NonEmpty(Get(t, "created_by")),
+                    ago(Get(t, "last_used_at"), "never")});
+  }
+  return Table(rows, "");
 }
 
 }  // namespace bluegreen::cli

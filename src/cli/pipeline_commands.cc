@@ -50,12 +50,6 @@ std::string StringMember(const json& j, const char* key) {
   return "";
 }
 
-int64_t NowMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // Reads one line from `in` without its line end; false at end of input with nothing read.
 bool ReadLine(std::istream& in, std::string* line) {
   line->clear();

@@ -333,6 +333,41 @@ int main(int argc, char** argv) {
   secret_set->add_option("key", secret_options.key, "git_token or webhook_secret")->required();
   AddClientFlags(secret_set, &client);
 
+  // Access (docs/cli.md "Access").
+  CLI::App* token = app.add_subcommand("token", "Manage the API tokens and their roles (admin)");
+  token->require_subcommand(1);
+  token->footer(
+      "Roles: viewer (read), approver (also approve, reject, rollback, release), admin "
+      "(everything).");
+  bluegreen::cli::TokenCreateOptions token_create_options;
+  CLI::App* token_create = token->add_subcommand(
+      "create", "Create a token; it is printed this once (serve keeps only its hash)");
+  token_create->footer(
+      "Example:\n"
+      "  bluegreen token create ci --role approver\n"
+      "  export BLUEGREEN_TOKEN=$(bluegreen token create alice --role viewer)");
+  token_create
+      ->add_option("name", token_create_options.name, "token name, [a-z0-9][a-z0-9._-]{0,63}")
+      ->required();
+  token_create->add_option("--role", token_create_options.role, "viewer, approver or admin")
+      ->required()
+      ->check(CLI::IsMember({"viewer", "approver", "admin"}));
+  AddClientFlags(token_create, &client);
+  CLI::App* token_list = token->add_subcommand("list", "List the tokens (never their secrets)");
+  token_list->footer(
+      "Example:\n"
+      "  bluegreen token list\n"
+      "  bluegreen token list --json");
+  AddClientFlags(token_list, &client);
+  std::string token_revoke_name;
+  CLI::App* token_revoke =
+      token->add_subcommand("revoke", "Revoke a token: it stops working at once");
+  token_revoke->footer(
+      "Example:\n"
+      "  bluegreen token revoke ci");
+  token_revoke->add_option("name", token_revoke_name, "token name")->required();
+  AddClientFlags(token_revoke, &client);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -402,5 +437,10 @@ int main(int argc, char** argv) {
     return bluegreen::cli::RunWatch(client, watch_options);
   }
   if (secret_set->parsed()) return bluegreen::cli::RunSecretSet(client, secret_options);
+  if (token_create->parsed()) {
+    return bluegreen::cli::RunTokenCreate(client, token_create_options);
+  }
+  if (token_list->parsed()) return bluegreen::cli::RunTokenList(client);
+  if (token_revoke->parsed()) return bluegreen::cli::RunTokenRevoke(client, token_revoke_name);
   return 2;
 }

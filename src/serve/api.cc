@@ -1,8 +1,5 @@
 #include "serve/api.h"
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -114,14 +111,6 @@ std::string AllowText(const std::vector<Cidr>& allow) {
 
 }  // namespace
 
-std::string Sha256Hex(std::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  std::string out;
-  for (unsigned char c : digest) out += fmt::format("{:02x}", c);
-  return out;
-}
-
 std::vector<std::string> DescribeChanges(const stack::StackSpec* before,
                                          const stack::StackSpec& after) {
   std::vector<std::string> c;
@@ -194,15 +183,7 @@ Api::Api(boost::asio::io_context& io, store::Store* store, Reconciler* reconcile
       store_(store),
       reconciler_(reconciler),
       pipeline_(pipeline),
-      token_hash_(std::move(admin_token_sha256)) {}
-
-bool Api::Authorized(const HttpRequest& req) const {
-  std::string_view auth = req.Header("Authorization");
-  if (!auth.starts_with("Bearer ")) return false;
-  const std::string hash = Sha256Hex(auth.substr(7));
-  return hash.size() == token_hash_.size() &&
-         CRYPTO_memcmp(hash.data(), token_hash_.data(), hash.size()) == 0;
-}
+      access_(store, std::move(admin_token_sha256)) {}
 
 void Api::Handle(const HttpRequest& req, HttpServer::Respond respond) {
   const std::vector<std::string> p = SplitPath(req.path);
@@ -231,11 +212,19 @@ void Api::Handle(const HttpRequest& req, HttpServer::Respond respond) {
 void Api::Route(const std::vector<std::string>& p, const HttpRequest& req,
                 HttpServer::Respond respond) {
   const std::string& m = req.method;
-  if (!Authorized(req)) {
-    respond(Error(401, "unauthenticated",
-                  "a valid token is needed: send Authorization: Bearer TOKEN (the admin token is "
-                  "in STATE_DIR/admin.token)"));
-    return;
+  // Who calls, and whether their role allows the request: before any body is read.
+  Result<Identity> who = access_.Authenticate(req.Header("Authorization"));
+  if (!who.ok()) {
+    if (who.status().code() != StatusCode::kUnauthenticated) {
+      return respond(StoreError(who.status()));
+    }
+    return respond(Error(401, "unauthenticated", who.status().message()));
+  }
+  if (std::optional<std::string> denied = Denied(*who, RequiredRole(m, p, req.path))) {
+    return respond(Error(403, "forbidden", *denied));
+  }
+  if (p.size() >= 3 && (p[2] == "whoami" || p[2] == "tokens")) {
+    return respond(TokenRoute(p, req, *who));
   }
   if (p.size() == 3 && p[2] == "stacks") {
     if (m == "GET") return respond(ListStacks());
@@ -272,7 +261,7 @@ void Api::Route(const std::vector<std::string>& p, const HttpRequest& req,
     }
     if (p.size() == 5 && (p[4] == "release" || p[4] == "approve" || p[4] == "reject" ||
                           p[4] == "rollback")) {
-      if (m == "POST") return PipelineAction(name, p[4], req, std::move(respond));
+      if (m == "POST") return PipelineAction(name, p[4], *who, req, std::move(respond));
       return respond(Error(405, "method_not_allowed", "use POST"));
     }
     if (p.size() == 5 && p[4] == "executions") {
@@ -675,7 +664,8 @@ std::optional<int64_t> ParseNumber(std::string_view s) {
 }  // namespace
 
 void Api::PipelineAction(const std::string& name, const std::string& action,
-                         const HttpRequest& req, HttpServer::Respond respond) {
+                         const Identity& caller, const HttpRequest& req,
+                         HttpServer::Respond respond) {
   HttpResponse error;
   std::optional<json> body = ParseBody(req, &error);
   if (!body) return respond(error);
@@ -689,9 +679,15 @@ void Api::PipelineAction(const std::string& name, const std::string& action,
       return respond(Error(400, "bad_request", "comment is longer than 4096 bytes"));
     }
   }
-  const std::string who = "admin";  // the token's name; one admin token for now
+  const std::string& who = caller.name;
   Result<store::ExecutionRecord> e = Status(StatusCode::kInternal, "unknown action");
-  if (action == "release") e = pipeline_->Release(name, "release");
+  if (action == "release") {
+    e = pipeline_->Release(name, "release");
+    if (e.ok()) {
+      (void)store_->AddEvent(name, "release",
+                             fmt::format("execution {} released by {}", e->number, who));
+    }
+  }
   if (action == "approve") e = pipeline_->Approve(name, who, comment);
   if (action == "reject") e = pipeline_->Reject(name, who, comment);
   if (action == "rollback") e = pipeline_->Rollback(name, who, comment);
@@ -822,6 +818,91 @@ HttpResponse Api::ListEvents(const std::string& name) {
     list.push_back({{"id", e.id}, {"at", e.at}, {"kind", e.kind}, {"message", e.message}});
   }
   return HttpResponse::Json(200, json{{"events", list}}.dump());
+}
+
+HttpResponse Api::TokenRoute(const std::vector<std::string>& p, const HttpRequest& req,
+                             const Identity& who) {
+  const std::string& m = req.method;
+  if (p.size() == 3 && p[2] == "whoami") {
+    if (m != "GET") return Error(405, "method_not_allowed", "use GET");
+    return HttpResponse::Json(200, json{{"name", who.name},
+                                        {"role", RoleName(who.role)},
+                                        {"can",
+                                         {{"read", true},
+                                          {"approve", who.role >= Role::kApprover},
+                                          {"admin", who.role >= Role::kAdmin}}}}
+                                       .dump());
+  }
+  if (p.size() == 3 && p[2] == "tokens") {
+    if (m == "POST") return CreateToken(req, who);
+    if (m != "GET") return Error(405, "method_not_allowed", "use GET or POST");
+    Result<std::vector<store::TokenRecord>> tokens = store_->ListTokens();
+    if (!tokens.ok()) return StoreError(tokens.status());
+    json list = json::array();
+    for (const store::TokenRecord& t : *tokens) {
+      list.push_back({{"name", t.name},
+                      {"role", t.role},
+                      {"created_at", t.created_at},
+                      {"created_by", t.created_by},
+                      {"last_used_at", t.last_used_at ? json(*t.last_used_at) : json(nullptr)}});
+    }
+    return HttpResponse::Json(200, json{{"tokens", list}}.dump());
+  }
+  if (p.size() == 4 && p[2] == "tokens") {
+    if (m != "DELETE") return Error(405, "method_not_allowed", "use DELETE");
+    const std::string& name = p[3];
+    if (name == kBootstrapTokenName) {
+      return Error(400, "bad_request",
+                   "the bootstrap admin token cannot be revoked: to replace it, stop serve, "
+                   "delete STATE_DIR/admin.token and start serve again");
+    }
+    Status st = store_->DeleteToken(name);
+    if (st.code() == StatusCode::kNotFound) return Error(404, "not_found", st.message());
+    if (!st.ok()) return StoreError(st);
+    spdlog::info("token {} revoked by {}", name, who.name);
+    return HttpResponse::Json(200, json{{"name", name}, {"revoked", true}}.dump());
+  }
+  return Error(404, "not_found", fmt::format("no such path: {}", req.path));
+}
+
+HttpResponse Api::CreateToken(const HttpRequest& req, const Identity& who) {
+  HttpResponse error;
+  std::optional<json> body = ParseBody(req, &error);
+  if (!body) return error;
+  const json& jn = (*body)["name"];
+  const json& jr = (*body)["role"];
+  if (!jn.is_string() || !ValidTokenName(jn.get<std::string>())) {
+    return Error(400, "bad_request",
+                 fmt::format("bad token name {}: use [a-z0-9][a-z0-9._-]{{0,63}}",
+                             jn.dump(-1, ' ', false, json::error_handler_t::replace)));
+  }
+  std::optional<Role> role = jr.is_string() ? ParseRole(jr.get<std::string>()) : std::nullopt;
+  if (!role) {
+    return Error(400, "bad_request",
+                 fmt::format("bad role {}: use viewer, approver or admin",
+                             jr.dump(-1, ' ', false, json::error_handler_t::replace)));
+  }
+  store::TokenRecord t;
+  t.name = jn.get<std::string>();
+  t.role = std::string(RoleName(*role));
+  t.created_by = who.name;
+  t.created_at = store::NowSeconds();
+  if (t.name == kBootstrapTokenName) {
+    return Error(409, "conflict",
+                 "the name admin is the bootstrap admin token's; choose another");
+  }
+  Result<std::string> token = NewToken();
+  if (!token.ok()) return Error(500, "internal", token.status().message());
+  t.sha256 = Sha256Hex(*token);
+  Status st = store_->InsertToken(t);
+  if (st.code() == StatusCode::kAlreadyExists) return Error(409, "conflict", st.message());
+  if (!st.ok()) return StoreError(st);
+  spdlog::info("token {} (role {}) created by {}", t.name, t.role, who.name);  // never the token
+  return HttpResponse::Json(201, json{{"name", t.name},
+                                      {"role", t.role},
+                                      {"token", *token},
+                                      {"created_at", t.created_at}}
+                                     .dump());
 }
 
 }  // namespace bluegreen::serve

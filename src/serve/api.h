@@ -1,6 +1,7 @@
-// Api: the REST API of serve (docs/api.md), as an HttpServer handler. Reads come from the store
-// and the reconciler's last view of the proxy; writes are committed to the store, then the
-// reconciler is notified to make them so. Runs on the HttpServer's io_context thread; blocking
+// Api: the REST API of serve (docs/api.md), as an HttpServer handler. Every call but healthz and
+// the webhook is authenticated and its role checked (serve/access.h) before anything else. Reads
+// come from the store and the reconciler's last view of the proxy; writes are committed to the
+// store, then the reconciler is notified to make them so. Runs on the HttpServer's io_context thread; blocking
 // work never happens here (a `down` answers from the reconciler's thread via asio::post).
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/http_server.h"
+#include "serve/access.h"
 #include "serve/pipeline.h"
 #include "serve/reconciler.h"
 #include "store/store.h"
@@ -28,7 +30,6 @@ class Api {
   Result<nlohmann::json> StackStatus(const std::string& name);
 
  private:
-  bool Authorized(const HttpRequest& req) const;
   void Route(const std::vector<std::string>& p, const HttpRequest& req,
              HttpServer::Respond respond);
   void PutStack(const std::string& name, const HttpRequest& req, HttpServer::Respond respond);
@@ -45,20 +46,21 @@ class Api {
   HttpResponse ListExecutions(const std::string& name);
   HttpResponse GetExecution(const std::string& name, const std::string& id);
   HttpResponse GetLog(const std::string& name, const std::string& id, const HttpRequest& req);
-  void PipelineAction(const std::string& name, const std::string& action, const HttpRequest& req,
-                      HttpServer::Respond respond);
+  void PipelineAction(const std::string& name, const std::string& action, const Identity& who,
+                      const HttpRequest& req, HttpServer::Respond respond);
   HttpResponse Webhook(const std::string& name, const HttpRequest& req);
   HttpResponse PutSecret(const std::string& name, const std::string& key, const HttpRequest& req);
+  // Access: GET /whoami, /tokens and /tokens/NAME.
+  HttpResponse TokenRoute(const std::vector<std::string>& p, const HttpRequest& req,
+                          const Identity& who);
+  HttpResponse CreateToken(const HttpRequest& req, const Identity& who);
 
   boost::asio::io_context& io_;
   store::Store* store_;
   Reconciler* reconciler_;
   Pipeline* pipeline_;
-  std::string token_hash_;
+  Access access_;
 };
-
-// Lowercase hex SHA-256.
-std::string Sha256Hex(std::string_view data);
 
 // The changes `up` makes, in words: empty when `before` equals `after`. `before` is null for a
 // new stack.

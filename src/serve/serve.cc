@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/http_server.h"
+#include "serve/access.h"
 #include "serve/api.h"
 #include "serve/pipeline.h"
 #include "serve/reconciler.h"
@@ -38,10 +39,9 @@ Result<std::string> EnsureAdminToken(store::Store* store, const std::string& dir
   if (hash->has_value()) {
     spdlog::warn("{} is missing: writing a new admin token (the old one stops working)", path);
   }
-  unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof raw) != 1) return Internal("no random bytes for the admin token");
-  std::string token = "bg_";
-  for (unsigned char c : raw) token += fmt::format("{:02x}", c);
+  Result<std::string> new_token = NewToken();
+  if (!new_token.ok()) return new_token.status();
+  const std::string& token = *new_token;
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Internal(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));

@@ -93,6 +93,17 @@ CREATE TABLE executions (
 CREATE INDEX executions_by_stack ON executions(stack, id);
 ALTER TABLE stacks ADD COLUMN last_commit TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3: API tokens with roles; only the SHA-256 of a token is kept, indexed for the look-up.
+    R"sql(
+CREATE TABLE tokens (
+  name TEXT PRIMARY KEY,
+  role TEXT NOT NULL CHECK (role IN ('viewer', 'approver', 'admin')),
+  sha256 TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  created_by TEXT NOT NULL DEFAULT '',
+  last_used_at INTEGER
+);
+)sql",
 };
 
 // A prepared statement, finalized on destruction.
@@ -122,6 +133,11 @@ class Stmt {
     sqlite3_bind_int64(stmt_, i, v);
     return *this;
   }
+  Stmt& Bind(int i, const std::optional<int64_t>& v) {
+    if (v) return Bind(i, *v);
+    sqlite3_bind_null(stmt_, i);
+    return *this;
+  }
   // SQLITE_ROW: true; SQLITE_DONE: false; else an error.
   Result<bool> Step() {
     const int rc = sqlite3_step(stmt_);
@@ -145,6 +161,10 @@ class Stmt {
     return Text(col);
   }
   int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::optional<int64_t> OptInt(int col) const {
+    if (sqlite3_column_type(stmt_, col) == SQLITE_NULL) return std::nullopt;
+    return Int(col);
+  }
 
  private:
   sqlite3* db_;
@@ -216,6 +236,20 @@ TaskRecord ReadTask(const Stmt& s) {
   t.log_path = s.Text(8);
   t.started_at = s.Int(9);
   t.state_changed_at = s.Int(10);
+  return t;
+}
+
+constexpr const char* kTokenColumns =
+    "name, role, sha256, created_at, created_by, last_used_at";
+
+TokenRecord ReadToken(const Stmt& s) {
+  TokenRecord t;
+  t.name = s.Text(0);
+  t.role = s.Text(1);
+  t.sha256 = s.Text(2);
+  t.created_at = s.Int(3);
+  t.created_by = s.Text(4);
+  t.last_used_at = s.OptInt(5);
   return t;
 }
 
@@ -626,6 +660,66 @@ Result<std::vector<ExecutionRecord>> Store::ListExecutions(const std::string& st
     out.push_back(ReadExecution(s));
   }
   return out;
+}
+
+Status Store::InsertToken(const TokenRecord& t) {
+  std::lock_guard lock(mu_);
+  BG_PREPARE(q, "SELECT name = ? FROM tokens WHERE name = ? OR sha256 = ?");
+  q.Bind(1, t.name).Bind(2, t.name).Bind(3, t.sha256);
+  Result<bool> row = q.Step();
+  if (!row.ok()) return row.status();
+  if (*row) {
+    return Status(StatusCode::kAlreadyExists,
+                  q.Int(0) != 0 ? fmt::format("a token named {} exists", t.name)
+                                : std::string("a token with this secret exists"));
+  }
+  BG_PREPARE(s, "INSERT INTO tokens(name, role, sha256, created_at, created_by, last_used_at) "
+                "VALUES(?, ?, ?, ?, ?, ?)");
+  s.Bind(1, t.name).Bind(2, t.role).Bind(3, t.sha256);
+  s.Bind(4, t.created_at ? t.created_at : NowSeconds()).Bind(5, t.created_by);
+  s.Bind(6, t.last_used_at);
+  return s.Run();
+}
+
+Result<std::optional<TokenRecord>> Store::FindTokenByHash(const std::string& sha256) {
+  std::lock_guard lock(mu_);
+  const std::string sql = fmt::format("SELECT {} FROM tokens WHERE sha256 = ?", kTokenColumns);
+  BG_PREPARE(s, sql.c_str());
+  s.Bind(1, sha256);
+  Result<bool> row = s.Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<TokenRecord>();
+  return std::optional<TokenRecord>(ReadToken(s));
+}
+
+Result<std::vector<TokenRecord>> Store::ListTokens() {
+  std::lock_guard lock(mu_);
+  const std::string sql = fmt::format("SELECT {} FROM tokens ORDER BY name", kTokenColumns);
+  BG_PREPARE(s, sql.c_str());
+  std::vector<TokenRecord> out;
+  for (;;) {
+    Result<bool> row = s.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    out.push_back(ReadToken(s));
+  }
+  return out;
+}
+
+Status Store::DeleteToken(const std::string& name) {
+  std::lock_guard lock(mu_);
+  BG_PREPARE(s, "DELETE FROM tokens WHERE name = ?");
+  s.Bind(1, name);
+  BG_RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) return NotFound(fmt::format("no token named {}", name));
+  return Status::Ok();
+}
+
+Status Store::SetTokenLastUsed(const std::string& name, int64_t at) {
+  std::lock_guard lock(mu_);
+  BG_PREPARE(s, "UPDATE tokens SET last_used_at = ? WHERE name = ?");
+  s.Bind(1, at).Bind(2, name);
+  return s.Run();
 }
 
 Result<std::string> Store::IntegrityCheck() {

@@ -101,6 +101,16 @@ struct EventRecord {
   std::string message;
 };
 
+// An API token (docs/api.md "Access"). The token itself is never stored, only its SHA-256.
+struct TokenRecord {
+  std::string name;     // unique; never "admin" (the bootstrap token's identity)
+  std::string role;     // viewer | approver | admin
+  std::string sha256;   // lowercase hex SHA-256 of the token
+  int64_t created_at = 0;  // seconds; 0 = now (InsertToken)
+  std::string created_by;  // the name of the token that created it
+  std::optional<int64_t> last_used_at;  // seconds; none before its first use
+};
+
 class Store {
  public:
   // Opens (creating if needed) the database file and brings its schema up to date.
@@ -111,7 +121,7 @@ class Store {
 
   int schema_version() const { return schema_version_; }
 
-  // meta: small key/value facts (admin token hash, ...).
+  // meta: small key/value facts (the bootstrap admin token's hash, ...).
   Result<std::optional<std::string>> GetMeta(const std::string& key);
   Status SetMeta(const std::string& key, const std::string& value);
 
@@ -152,6 +162,14 @@ class Store {
   // Newest first; all stacks when stack is empty; active = InProgress or WaitingForApproval.
   Result<std::vector<ExecutionRecord>> ListExecutions(const std::string& stack, int limit,
                                                       bool active_only = false);
+
+  // API tokens. InsertToken returns kAlreadyExists when the name (or the hash) is taken;
+  // DeleteToken kNotFound for an unknown name. ListTokens is sorted by name.
+  Status InsertToken(const TokenRecord& t);
+  Result<std::optional<TokenRecord>> FindTokenByHash(const std::string& sha256);
+  Result<std::vector<TokenRecord>> ListTokens();
+  Status DeleteToken(const std::string& name);
+  Status SetTokenLastUsed(const std::string& name, int64_t at);
 
   // PRAGMA integrity_check: "ok" or the problems.
   Result<std::string> IntegrityCheck();

@@ -1540,5 +1540,142 @@ TEST_F(CliPipelineCommandTest, SecretSetRefusesBadInputWithoutACall) {
   EXPECT_TRUE(serve.requests().empty());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Access: the token commands and the role hints.
+
+TEST(CliErrors, ForbiddenHintNamesTheRoleToAskFor) {
+  for (const char* command : {"approve", "reject", "rollback", "release"}) {
+    EXPECT_EQ(HintForApiError(command, "demo", 403, "forbidden"),
+              "ask an admin for a token with role approver (bluegreen token create NAME --role "
+              "approver) and use it: set BLUEGREEN_TOKEN")
+        << command;
+  }
+  for (const char* command : {"up", "down", "deploy", "versions", "secret", "token"}) {
+    EXPECT_NE(HintForApiError(command, "demo", 403, "forbidden")
+                  .find("ask an admin for a token with role admin"),
+              std::string::npos)
+        << command;
+  }
+  EXPECT_EQ(HintForApiError("token", "ci", 404, "not_found"),
+            "list the tokens with: bluegreen token list");
+  EXPECT_NE(HintForApiError("token", "ci", 409, "conflict").find("choose another name"),
+            std::string::npos);
+  EXPECT_NE(HintForApiError("status", "demo", 401, "unauthenticated").find("revoked"),
+            std::string::npos);
+}
+
+TEST(CliText, Tokens) {
+  const int64_t now_ms = 1764330000000;
+  const json answer = json::parse(R"({"tokens": [
+    {"name": "alice", "role": "viewer", "created_at": 1764157200, "created_by": "admin",
+     "last_used_at": null},
+    {"name": "ci", "role": "approver", "created_at": 1764312000, "created_by": "ops",
+     "last_used_at": 1764329820}]})");
+  EXPECT_EQ(FormatTokens(answer, now_ms),
+            "NAME   ROLE      CREATED  CREATED-BY  LAST-USED\n"
+            "alice  viewer    2d ago   admin       never\n"
+            "ci     approver  5h ago   ops         3m ago\n");
+  EXPECT_EQ(FormatTokens(json::parse(R"({"tokens": []})"), now_ms),
+            "no tokens besides the admin token: create one with: bluegreen token create NAME "
+            "--role viewer|approver|admin\n");
+  // A shape it does not know prints dashes, never throws.
+  EXPECT_EQ(FormatTokens(json::parse(R"({"tokens": [{"name": 7}]})"), now_ms),
+            "NAME  ROLE  CREATED  CREATED-BY  LAST-USED\n"
+            "-     -     -        -           never\n");
+}
+
+class CliTokenCommandTest : public CliCommandTest {};
+
+TEST_F(CliTokenCommandTest, CreatePrintsTheTokenAloneOnStdout) {
+  const json answer = {{"name", "ci"},
+                       {"role", "approver"},
+                       {"token", "bg_" + std::string(64, 'e')},
+                       {"created_at", 1764330000}};
+  FakeServe serve([&answer](const HttpRequest&) { return HttpResponse::Json(201, answer.dump()); });
+  client_.api = serve.address();
+  EXPECT_EQ(RunTokenCreate(client_, TokenCreateOptions{"ci", "approver"}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), "bg_" + std::string(64, 'e') + "\n");
+  EXPECT_NE(err_.str().find("created token ci (role approver): it is shown only this once"),
+            std::string::npos)
+      << err_.str();
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].method, "POST");
+  EXPECT_EQ(r[0].target, "/api/v1/tokens");
+  EXPECT_EQ(json::parse(r[0].body), (json{{"name", "ci"}, {"role", "approver"}}));
+
+  out_.str("");
+  err_.str("");
+  client_.json = true;
+  EXPECT_EQ(RunTokenCreate(client_, TokenCreateOptions{"ci", "approver"}), kExitOk);
+  EXPECT_EQ(out_.str(), answer.dump(2) + "\n");
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CliTokenCommandTest, CreateOfATakenNameIsExit6) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(409, "conflict", "a token named ci exists");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunTokenCreate(client_, TokenCreateOptions{"ci", "viewer"}), kExitConflict);
+  EXPECT_EQ(err_.str(),
+            "error: a token named ci exists\n"
+            "hint: choose another name; the tokens are listed by: bluegreen token list\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CliTokenCommandTest, ForbiddenIsExit4WithTheRoleToAskFor) {
+  FakeServe serve([](const HttpRequest&) {
+    return ApiErrorResponse(
+        403, "forbidden", "token \"alice\" has role viewer; POST /api/v1/tokens needs role admin");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunTokenCreate(client_, TokenCreateOptions{"ci", "viewer"}), kExitUnauthorized);
+  EXPECT_EQ(err_.str(),
+            "error: token \"alice\" has role viewer; POST /api/v1/tokens needs role admin\n"
+            "hint: the token was read from $BLUEGREEN_TOKEN; ask an admin for a token with role "
+            "admin (bluegreen token create NAME --role admin) and use it: set BLUEGREEN_TOKEN\n");
+  err_.str("");
+  EXPECT_EQ(RunApprove(client_, ReviewOptions{"demo", ""}), kExitUnauthorized);
+  EXPECT_NE(err_.str().find("ask an admin for a token with role approver"), std::string::npos)
+      << err_.str();
+}
+
+TEST_F(CliTokenCommandTest, ListAndRevoke) {
+  const json tokens = json::parse(R"({"tokens": [{"name": "ci", "role": "approver",
+    "created_at": 1764330000, "created_by": "admin", "last_used_at": null}]})");
+  FakeServe serve([&tokens](const HttpRequest& req) {
+    if (req.method == "GET") return HttpResponse::Json(200, tokens.dump());
+    if (req.target == "/api/v1/tokens/ci") {
+      return HttpResponse::Json(200, R"({"name": "ci", "revoked": true})");
+    }
+    return ApiErrorResponse(404, "not_found", "no token named nope");
+  });
+  client_.api = serve.address();
+  EXPECT_EQ(RunTokenList(client_), kExitOk) << err_.str();
+  // The ages count to the real clock: only the columns are fixed.
+  EXPECT_EQ(out_.str().rfind("NAME  ROLE      CREATED", 0), 0u) << out_.str();
+  EXPECT_NE(out_.str().find("\nci    approver  "), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find(" ago  "), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("  admin       never\n"), std::string::npos) << out_.str();
+
+  out_.str("");
+  EXPECT_EQ(RunTokenRevoke(client_, "ci"), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), "revoked token ci: it no longer works\n");
+  EXPECT_EQ(RunTokenRevoke(client_, "nope"), kExitNotFound);
+  EXPECT_EQ(err_.str(),
+            "error: no token named nope\nhint: list the tokens with: bluegreen token list\n");
+
+  out_.str("");
+  client_.json = true;
+  EXPECT_EQ(RunTokenList(client_), kExitOk);
+  EXPECT_EQ(out_.str(), tokens.dump(2) + "\n");
+  std::vector<HttpRequest> r = serve.requests();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].target, "/api/v1/tokens");
+  EXPECT_EQ(r[1].method, "DELETE");
+  EXPECT_EQ(r[1].target, "/api/v1/tokens/ci");
+}
+
 }  // namespace
 }  // namespace bluegreen::cli

@@ -180,6 +180,26 @@ inline bool ConnectRefused(uint16_t port) {
 // ---------------------------------------------------------------------------------------------
 // Stack files and versions
 
+// The `service` and `load_balancer` sections of a stack file: `./run.sh` on the process runtime
+// with fast health checks, the test listener open to loopback.
+inline std::string ServiceAndListenersYaml(int desired_count, const std::string& deploy_timeout,
+                                           uint16_t production_port, uint16_t test_port,
+                                           const std::string& deregistration_delay) {
+  std::string y;
+  y += "service:\n";
+  y += "  runtime: process\n";
+  y += "  command: [\"./run.sh\"]\n";
+  y += "  desired_count: " + std::to_string(desired_count) + "\n";
+  y += "  health_check: {path: /health, interval: 1s, timeout: 1s, healthy_threshold: 2, "
+       "unhealthy_threshold: 2}\n";
+  if (!deploy_timeout.empty()) y += "  deploy_timeout: " + deploy_timeout + "\n";
+  y += "load_balancer:\n";
+  y += "  production: {port: " + std::to_string(production_port) + "}\n";
+  y += "  test: {port: " + std::to_string(test_port) + ", allow: [127.0.0.0/8]}\n";
+  y += "  deregistration_delay: " + deregistration_delay + "\n";
+  return y;
+}
+
 // A stack file with fast health checks, for the process runtime and `./run.sh`.
 struct StackFile {
   std::string name = "demo";
@@ -190,20 +210,9 @@ struct StackFile {
   std::string deregistration_delay = "2s";
 
   std::string ToYaml() const {
-    std::string y;
-    y += "name: " + name + "\n";
-    y += "service:\n";
-    y += "  runtime: process\n";
-    y += "  command: [\"./run.sh\"]\n";
-    y += "  desired_count: " + std::to_string(desired_count) + "\n";
-    y += "  health_check: {path: /health, interval: 1s, timeout: 1s, healthy_threshold: 2, "
-         "unhealthy_threshold: 2}\n";
-    if (!deploy_timeout.empty()) y += "  deploy_timeout: " + deploy_timeout + "\n";
-    y += "load_balancer:\n";
-    y += "  production: {port: " + std::to_string(production_port) + "}\n";
-    y += "  test: {port: " + std::to_string(test_port) + ", allow: [127.0.0.0/8]}\n";
-    y += "  deregistration_delay: " + deregistration_delay + "\n";
-    return y;
+    return "name: " + name + "\n" +
+           ServiceAndListenersYaml(desired_count, deploy_timeout, production_port, test_port,
+                                   deregistration_delay);
   }
 };
 
@@ -771,17 +780,24 @@ class ServeTest : public ::testing::Test {
     return dir;
   }
 
+  // Fresh production_port and test_port of a stack file (StackFile, PipelineStack, ...).
+  template <typename StackFileType>
+  static Status PickListenerPorts(StackFileType* f) {
+    auto p = PickFreePort();
+    if (!p.ok()) return p.status();
+    auto t = PickFreePort();
+    if (!t.ok()) return t.status();
+    f->production_port = *p;
+    f->test_port = *t;
+    return Status::Ok();
+  }
+
   // A stack file with fresh ports.
   Result<StackFile> NewStackFile(const std::string& name = "demo", int desired_count = 2) {
     StackFile f;
     f.name = name;
     f.desired_count = desired_count;
-    auto p = PickFreePort();
-    if (!p.ok()) return p.status();
-    auto t = PickFreePort();
-    if (!t.ok()) return t.status();
-    f.production_port = *p;
-    f.test_port = *t;
+    BG_RETURN_IF_ERROR(PickListenerPorts(&f));
     return f;
   }
 

@@ -43,12 +43,12 @@ TEST_F(StoreTest, CreatesSchemaInWalModeAndReopens) {
   {
     auto s = Open();
     ASSERT_NE(s, nullptr);
-    EXPECT_EQ(s->schema_version(), 2);
+    EXPECT_EQ(s->schema_version(), 3);
     ASSERT_TRUE(s->SetMeta("k", "v").ok());
   }
   auto s = Open();
   ASSERT_NE(s, nullptr);
-  EXPECT_EQ(s->schema_version(), 2);
+  EXPECT_EQ(s->schema_version(), 3);
   auto v = s->GetMeta("k");
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->value_or(""), "v");
@@ -160,6 +160,85 @@ TEST_F(StoreTest, TasksRoundTrip) {
   EXPECT_EQ((*all)[0].port, 41000);
   ASSERT_TRUE(s->DeleteTask(t.id).ok());
   EXPECT_TRUE(s->ListTasks()->empty());
+}
+
+TEST_F(StoreTest, MigratesASchema2StoreToTokens) {
+  // A store as bluegreen with schema 2 left it: no tokens table.
+  {
+    auto s = Open();
+    ASSERT_TRUE(s->PutStack(Stack("demo")).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE tokens; PRAGMA user_version=2", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto s = Open();
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->schema_version(), 3);
+  EXPECT_TRUE(s->GetStack("demo")->has_value());
+  EXPECT_TRUE(s->ListTokens()->empty());
+  TokenRecord t{"ci", "viewer", std::string(64, 'a'), 0, "admin", std::nullopt};
+  EXPECT_TRUE(s->InsertToken(t).ok());
+}
+
+TEST_F(StoreTest, TokensRoundTrip) {
+  auto s = Open();
+  const std::string hash_a(64, 'a');
+  const std::string hash_b(64, 'b');
+  TokenRecord ci{"ci", "approver", hash_a, 0, "admin", std::nullopt};
+  ASSERT_TRUE(s->InsertToken(ci).ok());
+  ASSERT_TRUE(s->InsertToken(TokenRecord{"alice", "viewer", hash_b, 1700000000, "ci", 42}).ok());
+
+  auto found = s->FindTokenByHash(hash_a);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->name, "ci");
+  EXPECT_EQ((*found)->role, "approver");
+  EXPECT_EQ((*found)->sha256, hash_a);
+  EXPECT_EQ((*found)->created_by, "admin");
+  EXPECT_GT((*found)->created_at, 0) << "0 means now";
+  EXPECT_FALSE((*found)->last_used_at.has_value());
+  auto none = s->FindTokenByHash(std::string(64, 'c'));
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+
+  // Sorted by name; the given times are kept.
+  auto all = s->ListTokens();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "alice");
+  EXPECT_EQ((*all)[0].created_at, 1700000000);
+  EXPECT_EQ((*all)[0].last_used_at.value_or(-1), 42);
+  EXPECT_EQ((*all)[1].name, "ci");
+
+  ASSERT_TRUE(s->SetTokenLastUsed("ci", 1800000000).ok());
+  EXPECT_EQ((*s->FindTokenByHash(hash_a))->last_used_at.value_or(-1), 1800000000);
+
+  ASSERT_TRUE(s->DeleteToken("ci").ok());
+  EXPECT_FALSE(s->FindTokenByHash(hash_a)->has_value());
+  EXPECT_EQ(s->DeleteToken("ci").code(), StatusCode::kNotFound);
+  EXPECT_EQ(s->ListTokens()->size(), 1u);
+  // The name is free again.
+  EXPECT_TRUE(s->InsertToken(ci).ok());
+}
+
+TEST_F(StoreTest, TokenNamesAndHashesAreUniqueAndRolesChecked) {
+  auto s = Open();
+  const std::string hash_a(64, 'a');
+  ASSERT_TRUE(s->InsertToken(TokenRecord{"ci", "viewer", hash_a, 0, "admin", std::nullopt}).ok());
+  Status same_name =
+      s->InsertToken(TokenRecord{"ci", "admin", std::string(64, 'b'), 0, "admin", std::nullopt});
+  EXPECT_EQ(same_name.code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(same_name.message().find("ci"), std::string::npos) << same_name.message();
+  EXPECT_EQ(s->InsertToken(TokenRecord{"other", "viewer", hash_a, 0, "admin", std::nullopt}).code(),
+            StatusCode::kAlreadyExists);
+  // A role other than viewer, approver and admin never gets in.
+  EXPECT_FALSE(
+      s->InsertToken(TokenRecord{"root", "root", std::string(64, 'c'), 0, "admin", std::nullopt})
+          .ok());
+  auto all = s->ListTokens();
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].role, "viewer");
 }
 
 }  // namespace
