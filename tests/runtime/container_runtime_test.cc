@@ -273,6 +273,19 @@ class ContainerRuntimeTest : public ::testing::Test {
     return context;
   }
 
+  // A request to build ImageName(what) from `containerfile` in `context`; its output goes to
+  // build_output_.
+  ImageBuildRequest BuildRequest(const fs::path& context, const std::string& containerfile,
+                                 std::string_view what) {
+    ImageBuildRequest req;
+    req.context_dir = context.string();
+    req.containerfile = containerfile;
+    req.tag = ImageName(what);
+    req.timeout = 120s;
+    req.output = [this](std::string_view text) { build_output_ += text; };
+    return req;
+  }
+
   TaskSpec BackendSpec(const std::string& name, uint16_t host_port, const std::string& greeting) {
     TaskSpec spec;
     spec.name = name;
@@ -337,6 +350,7 @@ class ContainerRuntimeTest : public ::testing::Test {
   bool service_running_ = false;
   std::vector<std::string> names_;
   std::vector<std::string> images_;
+  std::string build_output_;
   std::unique_ptr<ContainerRuntime> runtime_;
 };
 
@@ -543,25 +557,17 @@ TEST_F(ContainerRuntimeTest, BuildImageFromADirectoryAndRunIt) {
   const std::string long_dir(120, 'd');
   const fs::path context = BuildContext(
       "context",
-      {{"Containerfile", std::string("FROM ") + kImage +
-                             "\nCOPY greeting.txt /greeting.txt\n"
-                             "COPY " +
-                             long_dir +
-                             "/f.txt /f.txt\n"
-                             "CMD [\"--listen\", \"0.0.0.0:8080\", \"--name\", \"built\"]\n"},
+      {{"Containerfile",
+        std::string("FROM ") + kImage + "\nCOPY greeting.txt /greeting.txt\nCOPY " + long_dir +
+            "/f.txt /f.txt\nCMD [\"--listen\", \"0.0.0.0:8080\", \"--name\", \"built\"]\n"},
        {"greeting.txt", "hello\n"},
        {long_dir + "/f.txt", "a name longer than ustar's 100 bytes\n"}});
-  std::string output;
-  ImageBuildRequest req;
-  req.context_dir = context.string();
-  req.containerfile = "Containerfile";
-  req.tag = ImageName("built");
-  req.timeout = 120s;
-  req.output = [&output](std::string_view text) { output += text; };
+  const ImageBuildRequest req = BuildRequest(context, "Containerfile", "built");
   Result<std::string> id = runtime_->BuildImage(req);
-  ASSERT_TRUE(id.ok()) << id.status().ToString() << "\noutput:\n" << output;
+  ASSERT_TRUE(id.ok()) << id.status().ToString() << "\noutput:\n" << build_output_;
   EXPECT_TRUE(id->starts_with("sha256:")) << *id;
-  EXPECT_NE(output.find("COPY greeting.txt /greeting.txt"), std::string::npos) << output;
+  EXPECT_NE(build_output_.find("COPY greeting.txt /greeting.txt"), std::string::npos)
+      << build_output_;
   const json image = EngineGet("/images/" + req.tag + "/json");
   ASSERT_TRUE(image.is_object()) << "no image " << req.tag;
   EXPECT_EQ(image.value("Id", ""), *id);
@@ -582,13 +588,7 @@ TEST_F(ContainerRuntimeTest, FailedImageBuildCarriesTheEnginesMessage) {
       BuildContext("failing", {{"docker/Containerfile", "FROM scratch\nCOPY missing.txt /m\n"},
                                {"docker/git.Containerfile", "FROM scratch\nCOPY .git/HEAD /\n"},
                                {".git/HEAD", "ref: refs/heads/main\n"}});
-  std::string output;
-  ImageBuildRequest req;
-  req.context_dir = context.string();
-  req.containerfile = "docker/Containerfile";
-  req.tag = ImageName("failing");
-  req.timeout = 120s;
-  req.output = [&output](std::string_view text) { output += text; };
+  ImageBuildRequest req = BuildRequest(context, "docker/Containerfile", "failing");
   Result<std::string> id = runtime_->BuildImage(req);
   ASSERT_FALSE(id.ok()) << *id;
   EXPECT_EQ(id.status().code(), StatusCode::kFailedPrecondition) << id.status().ToString();
@@ -608,11 +608,7 @@ TEST_F(ContainerRuntimeTest, FailedImageBuildCarriesTheEnginesMessage) {
 
 TEST_F(ContainerRuntimeTest, ImageBuildRequestsThatCannotWork) {
   const fs::path context = BuildContext("bad", {{"Containerfile", "FROM scratch\n"}});
-  ImageBuildRequest req;
-  req.context_dir = context.string();
-  req.containerfile = "Containerfile";
-  req.tag = ImageName("bad");
-  req.timeout = 60s;
+  const ImageBuildRequest req = BuildRequest(context, "Containerfile", "bad");
 
   ImageBuildRequest no_file = req;
   no_file.containerfile = "Dockerfile";
