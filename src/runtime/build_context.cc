@@ -29,7 +29,7 @@ std::string ErrnoText(int err) { return std::strerror(err); }  // NOLINT(concurr
 // Writes `value` in octal into the `width`-byte field at `field`: zero-padded, NUL-terminated.
 void PutOctal(char* field, size_t width, uint64_t value) {
   const std::string text = fmt::format("{:0{}o}", value, width - 1);
-  std::memcpy(field, text.data(), std::min(text.size(), width - 1));
+  std::copy_n(text.data(), std::min(text.size(), width - 1), field);
 }
 
 // A pax record "LEN key=value\n", where LEN counts the whole record, its own digits included.
@@ -88,16 +88,16 @@ class TarWriter {
   Status Block(const std::string& name, char type, uint32_t mode, int64_t mtime, uint64_t size,
                const std::string& link) {
     char h[kBlock] = {};
-    std::memcpy(h, name.data(), name.size());
+    std::copy(name.begin(), name.end(), h);
     PutOctal(h + 100, 8, mode);
     PutOctal(h + 108, 8, 0);  // uid
     PutOctal(h + 116, 8, 0);  // gid
     PutOctal(h + 124, 12, size);
     PutOctal(h + 136, 12, static_cast<uint64_t>(std::max<int64_t>(0, mtime)));
     h[156] = type;
-    std::memcpy(h + 157, link.data(), link.size());
-    std::memcpy(h + 257, "ustar", 6);  // magic, with its NUL
-    std::memcpy(h + 263, "00", 2);     // version
+    std::copy(link.begin(), link.end(), h + 157);
+    constexpr std::string_view kMagic("ustar\0" "00", 8);  // magic with its NUL, then version
+    std::copy(kMagic.begin(), kMagic.end(), h + 257);
     // The checksum is computed with its own field as spaces, and written as 6 digits, NUL, space.
     std::memset(h + 148, ' ', 8);
     unsigned sum = 0;

@@ -309,9 +309,10 @@ class BuildStream {
   void Feed(std::string_view piece) {
     if (raw_.size() < kMaxMessage) raw_.append(piece.substr(0, kMaxMessage - raw_.size()));
     pending_.append(piece);
+    const std::string_view all = pending_;
     size_t start = 0;
-    for (size_t eol; (eol = pending_.find('\n', start)) != std::string::npos; start = eol + 1) {
-      Line(std::string_view(pending_).substr(start, eol - start));
+    for (size_t eol; (eol = all.find('\n', start)) != std::string_view::npos; start = eol + 1) {
+      Line(all.substr(start, eol - start));
     }
     pending_.erase(0, start);
   }

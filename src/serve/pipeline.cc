@@ -79,9 +79,9 @@ std::string ImageName(const std::string& stack, const std::string& version) {
 
 // Builds the image `tag` from the stack's Containerfile with the checkout `work` as the build
 // context, through the stack's container engine; the engine's output goes to the build log.
-Status BuildImage(const stack::StackSpec& spec, const std::string& work, const std::string& tag,
-                  const std::string& log_path, std::chrono::milliseconds timeout,
-                  const std::atomic<bool>* cancel) {
+Status BuildStackImage(const stack::StackSpec& spec, const std::string& work,
+                       const std::string& tag, const std::string& log_path,
+                       std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) {
   const std::string flavor(stack::RuntimeName(spec.service.runtime));
   std::ofstream log(log_path, std::ios::app);
   log << fmt::format("[bluegreen] $ build image {} from {} ({})\n", tag, spec.build.containerfile,
@@ -481,7 +481,7 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
   const std::string image = builds_image ? ImageName(e.stack, e.version) : "";
   if (st.ok() && builds_image) {
     st = time_left().count() > 0
-             ? BuildImage(*spec, work, image, e.log_path, time_left(), cancel.get())
+             ? BuildStackImage(*spec, work, image, e.log_path, time_left(), cancel.get())
              : timed_out();
   }
   if (!st.ok()) {
