@@ -9,8 +9,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 
 #include <fmt/format.h>
 
@@ -38,16 +40,31 @@ int RemainingMs(Clock::time_point deadline) {
   return left.count() <= 0 ? 0 : static_cast<int>(left.count());
 }
 
-// Waits for `events` on fd until the deadline.
-Status WaitFor(int fd, short events, Clock::time_point deadline) {
+// How often a call that can be stopped asks whether it should stop while it waits.
+constexpr int kStopPollMs = 100;
+
+// The deadline of a call and, optionally, what asks it to stop.
+struct Limits {
+  Clock::time_point deadline;
+  const std::function<bool()>* stop = nullptr;
+
+  Status Check() const {
+    if (stop != nullptr && (*stop)()) return FailedPrecondition("cancelled");
+    return Status::Ok();
+  }
+};
+
+// Waits for `events` on fd until the deadline, or until asked to stop.
+Status WaitFor(int fd, short events, const Limits& limits) {
   for (;;) {
+    BG_RETURN_IF_ERROR(limits.Check());
     pollfd p{fd, events, 0};
-    const int ms = RemainingMs(deadline);
+    int ms = RemainingMs(limits.deadline);
     if (ms == 0) return Status(StatusCode::kDeadlineExceeded, "timed out");
+    if (limits.stop != nullptr) ms = std::min(ms, kStopPollMs);
     const int n = ::poll(&p, 1, ms);
     if (n > 0) return Status::Ok();
-    if (n == 0) return Status(StatusCode::kDeadlineExceeded, "timed out");
-    if (errno != EINTR) return Unavailable(std::string("poll: ") + std::strerror(errno));
+    if (n < 0 && errno != EINTR) return Unavailable(std::string("poll: ") + std::strerror(errno));
   }
 }
 
@@ -84,7 +101,7 @@ Result<Target> ResolveAddress(std::string_view address) {
   return t;
 }
 
-Result<int> ConnectTo(const Target& t, Clock::time_point deadline) {
+Result<int> ConnectTo(const Target& t, const Limits& limits) {
   const int fd = ::socket(t.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return Unavailable(std::string("socket: ") + std::strerror(errno));
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&t.addr), t.len) != 0) {
@@ -93,7 +110,7 @@ Result<int> ConnectTo(const Target& t, Clock::time_point deadline) {
       ::close(fd);
       return Unavailable(fmt::format("connect to {}: {}", t.host, std::strerror(err)));
     }
-    Status st = WaitFor(fd, POLLOUT, deadline);
+    Status st = WaitFor(fd, POLLOUT, limits);
     if (!st.ok()) {
       ::close(fd);
       return st;
@@ -113,8 +130,9 @@ Result<int> ConnectTo(const Target& t, Clock::time_point deadline) {
   return fd;
 }
 
-Status SendAll(int fd, std::string_view data, Clock::time_point deadline) {
+Status SendAll(int fd, std::string_view data, const Limits& limits) {
   while (!data.empty()) {
+    BG_RETURN_IF_ERROR(limits.Check());
     const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n > 0) {
       data.remove_prefix(static_cast<size_t>(n));
@@ -122,7 +140,7 @@ Status SendAll(int fd, std::string_view data, Clock::time_point deadline) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      BG_RETURN_IF_ERROR(WaitFor(fd, POLLOUT, deadline));
+      BG_RETURN_IF_ERROR(WaitFor(fd, POLLOUT, limits));
       continue;
     }
     return Unavailable(std::string("send: ") + std::strerror(errno));
@@ -131,8 +149,9 @@ Status SendAll(int fd, std::string_view data, Clock::time_point deadline) {
 }
 
 // Reads more bytes into `buf`. Returns false on end of stream.
-Result<bool> ReadMore(int fd, std::string* buf, Clock::time_point deadline) {
+Result<bool> ReadMore(int fd, std::string* buf, const Limits& limits) {
   char chunk[16384];
+  BG_RETURN_IF_ERROR(limits.Check());
   for (;;) {
     const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n > 0) {
@@ -142,7 +161,7 @@ Result<bool> ReadMore(int fd, std::string* buf, Clock::time_point deadline) {
     if (n == 0) return false;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      BG_RETURN_IF_ERROR(WaitFor(fd, POLLIN, deadline));
+      BG_RETURN_IF_ERROR(WaitFor(fd, POLLIN, limits));
       continue;
     }
     if (errno == ECONNRESET) return false;
@@ -180,47 +199,58 @@ std::string_view HttpClientResponse::Header(std::string_view name) const {
   return {};
 }
 
-Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClientRequest& request,
-                                    std::chrono::milliseconds timeout, size_t max_body) {
-  const Clock::time_point deadline = Clock::now() + timeout;
+namespace {
+
+// Where the body of a response goes, piece by piece as it arrives; an error ends the call.
+using BodySink = std::function<Status(std::string_view)>;
+
+// One request and its response, whose body goes to `sink` (the response's own body stays empty).
+Result<HttpClientResponse> Exchange(const std::string& address, const HttpClientRequest& request,
+                                    const Limits& limits, const BodySink& sink) {
   Result<Target> target = ResolveAddress(address);
   if (!target.ok()) return target.status();
-  Result<int> fd_or = ConnectTo(*target, deadline);
+  Result<int> fd_or = ConnectTo(*target, limits);
   if (!fd_or.ok()) return fd_or.status();
   Fd fd(*fd_or);
 
-  std::string out = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-                                request.method, request.target, target->host);
+  std::string head = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+                                 request.method, request.target, target->host);
   bool has_type = false;
   for (const auto& [k, v] : request.headers) {
-    out += fmt::format("{}: {}\r\n", k, v);
+    head += fmt::format("{}: {}\r\n", k, v);
     if (EqualsIgnoreCase(k, "Content-Type")) has_type = true;
   }
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
       request.method == "PATCH") {
-    if (!has_type && !request.body.empty()) out += "Content-Type: application/json\r\n";
-    out += fmt::format("Content-Length: {}\r\n", request.body.size());
+    if (!has_type && !request.body.empty()) head += "Content-Type: application/json\r\n";
+    head += fmt::format("Content-Length: {}\r\n", request.body.size());
   }
-  out += "\r\n";
-  out += request.body;
-  BG_RETURN_IF_ERROR(SendAll(fd.get(), out, deadline));
+  head += "\r\n";
+  BG_RETURN_IF_ERROR(SendAll(fd.get(), head, limits));
+  BG_RETURN_IF_ERROR(SendAll(fd.get(), request.body, limits));
 
   std::string buf;
-  size_t pos = 0;  // start of the current response in buf
+  size_t pos = 0;  // start of the unread part of buf
+  auto read_more = [&]() -> Result<bool> { return ReadMore(fd.get(), &buf, limits); };
+  // Drops what was read already, so a long stream does not pile up in buf.
+  auto compact = [&] {
+    buf.erase(0, pos);
+    pos = 0;
+  };
   HttpClientResponse resp;
   size_t head_end;
   for (;;) {
     // Read a complete head, skipping 1xx interim responses.
     while ((head_end = buf.find("\r\n\r\n", pos)) == std::string::npos) {
       if (buf.size() - pos > 64 * 1024) return Internal("response head too large");
-      Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+      Result<bool> more = read_more();
       if (!more.ok()) return more.status();
       if (!*more) return Unavailable(fmt::format("{} closed the connection before answering",
                                                  target->host));
     }
-    std::string_view head(buf.data() + pos, head_end - pos);
-    const size_t eol = head.find("\r\n");
-    std::string_view status_line = head.substr(0, eol);
+    std::string_view head_text(buf.data() + pos, head_end - pos);
+    const size_t eol = head_text.find("\r\n");
+    std::string_view status_line = head_text.substr(0, eol);
     if (!status_line.starts_with("HTTP/1.") || status_line.size() < 12) {
       return Internal(fmt::format("not an HTTP/1.x response: {:?}",
                                   std::string(status_line.substr(0, 80))));
@@ -232,7 +262,7 @@ Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClient
     }
     resp.status = code;
     resp.headers.clear();
-    std::string_view rest = eol == std::string_view::npos ? "" : head.substr(eol + 2);
+    std::string_view rest = eol == std::string_view::npos ? "" : head_text.substr(eol + 2);
     while (!rest.empty()) {
       const size_t e = rest.find("\r\n");
       std::string_view line = rest.substr(0, e);
@@ -246,6 +276,24 @@ Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClient
     if (code >= 100 && code < 200) continue;
     break;
   }
+  compact();
+
+  // Hands the next `len` bytes of the stream to the sink as they arrive.
+  auto pass_on = [&](size_t len, std::string_view closed) -> Status {
+    while (len > 0) {
+      if (pos == buf.size()) {
+        compact();
+        Result<bool> more = read_more();
+        if (!more.ok()) return more.status();
+        if (!*more) return Unavailable(std::string(closed));
+      }
+      const size_t n = std::min(len, buf.size() - pos);
+      BG_RETURN_IF_ERROR(sink(std::string_view(buf).substr(pos, n)));
+      pos += n;
+      len -= n;
+    }
+    return Status::Ok();
+  };
 
   const bool no_body = request.method == "HEAD" || resp.status == 204 || resp.status == 304;
   if (no_body) return resp;
@@ -253,12 +301,14 @@ Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClient
   std::string_view cl = resp.Header("Content-Length");
   if (!te.empty() && te.find("chunked") != std::string_view::npos) {
     // Chunked: decode as the bytes arrive.
+    constexpr std::string_view kClosedInChunk = "connection closed inside a chunked body";
     for (;;) {
       size_t line_end;
       while ((line_end = buf.find("\r\n", pos)) == std::string::npos) {
-        Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+        if (buf.size() - pos > 1024) return Internal("bad chunk size in response");
+        Result<bool> more = read_more();
         if (!more.ok()) return more.status();
-        if (!*more) return Unavailable("connection closed inside a chunked body");
+        if (!*more) return Unavailable(std::string(kClosedInChunk));
       }
       std::string_view size_text(buf.data() + pos, line_end - pos);
       const size_t semi = size_text.find(';');
@@ -267,45 +317,67 @@ Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClient
       if (!ParseHex(Trim(size_text), &size)) return Internal("bad chunk size in response");
       pos = line_end + 2;
       if (size == 0) break;  // trailers are not needed; the connection closes anyway
-      if (resp.body.size() + size > max_body) {
-        return Status(StatusCode::kResourceExhausted, "response body too large");
-      }
-      while (buf.size() < pos + size + 2) {
-        Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+      BG_RETURN_IF_ERROR(pass_on(size, kClosedInChunk));
+      while (buf.size() < pos + 2) {  // the CRLF after the chunk's data
+        Result<bool> more = read_more();
         if (!more.ok()) return more.status();
-        if (!*more) return Unavailable("connection closed inside a chunked body");
+        if (!*more) return Unavailable(std::string(kClosedInChunk));
       }
-      resp.body.append(buf, pos, size);
-      pos += size + 2;
+      pos += 2;
+      compact();
     }
     return resp;
   }
   if (!cl.empty()) {
     size_t len = 0;
     for (char c : cl) {
-      if (c < '0' || c > '9' || len > max_body) return Internal("bad Content-Length in response");
+      if (c < '0' || c > '9' || len > (size_t{1} << 48)) {
+        return Internal("bad Content-Length in response");
+      }
       len = len * 10 + static_cast<size_t>(c - '0');
     }
-    if (len > max_body) return Status(StatusCode::kResourceExhausted, "response body too large");
-    while (buf.size() < pos + len) {
-      Result<bool> more = ReadMore(fd.get(), &buf, deadline);
-      if (!more.ok()) return more.status();
-      if (!*more) return Unavailable("connection closed inside the response body");
-    }
-    resp.body = buf.substr(pos, len);
+    BG_RETURN_IF_ERROR(pass_on(len, "connection closed inside the response body"));
     return resp;
   }
   // Close-delimited.
   for (;;) {
-    if (buf.size() - pos > max_body) {
-      return Status(StatusCode::kResourceExhausted, "response body too large");
-    }
-    Result<bool> more = ReadMore(fd.get(), &buf, deadline);
+    if (pos < buf.size()) BG_RETURN_IF_ERROR(sink(std::string_view(buf).substr(pos)));
+    buf.clear();
+    pos = 0;
+    Result<bool> more = read_more();
     if (!more.ok()) return more.status();
     if (!*more) break;
   }
-  resp.body = buf.substr(pos);
   return resp;
+}
+
+}  // namespace
+
+Result<HttpClientResponse> HttpCall(const std::string& address, const HttpClientRequest& request,
+                                    std::chrono::milliseconds timeout, size_t max_body) {
+  std::string body;
+  Result<HttpClientResponse> resp =
+      Exchange(address, request, Limits{Clock::now() + timeout}, [&](std::string_view piece) {
+        if (body.size() + piece.size() > max_body) {
+          return Status(StatusCode::kResourceExhausted, "response body too large");
+        }
+        body.append(piece);
+        return Status::Ok();
+      });
+  if (resp.ok()) resp->body = std::move(body);
+  return resp;
+}
+
+Result<HttpClientResponse> HttpCallStreaming(const std::string& address,
+                                             const HttpClientRequest& request,
+                                             std::chrono::milliseconds timeout,
+                                             const std::function<void(std::string_view)>& on_body,
+                                             const std::function<bool()>& stop) {
+  const Limits limits{Clock::now() + timeout, stop ? &stop : nullptr};
+  return Exchange(address, request, limits, [&](std::string_view piece) {
+    on_body(piece);
+    return Status::Ok();
+  });
 }
 
 }  // namespace bluegreen

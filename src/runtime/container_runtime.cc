@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <thread>
 #include <utility>
 
 #include "common/http_client.h"
+#include "runtime/build_context.h"
 
 namespace bluegreen::runtime {
 namespace {
@@ -28,14 +31,16 @@ constexpr milliseconds kStopSlack = seconds(60);
 // How long a removal that the engine reports as already in progress is waited for.
 constexpr milliseconds kRemovalWait = seconds(10);
 constexpr size_t kMaxMessage = 500;
+// The largest build context BuildImage sends (it is held in memory).
+constexpr size_t kMaxBuildContext = size_t{1} << 30;
 
-// Percent-encodes everything but RFC 3986's unreserved characters.
-std::string UrlEncode(std::string_view s) {
+// Percent-encodes everything but RFC 3986's unreserved characters and those in `keep`.
+std::string UrlEncode(std::string_view s, std::string_view keep = "") {
   std::string out;
   for (const char c : s) {
     const auto u = static_cast<unsigned char>(c);
     if ((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
+        c == '.' || c == '_' || c == '~' || keep.find(c) != std::string_view::npos) {
       out += c;
     } else {
       char buf[4];
@@ -139,6 +144,19 @@ class EngineClient {
 
 ContainerRuntime::ContainerRuntime(std::string socket_path, std::string flavor)
     : address_("unix:" + std::move(socket_path)), flavor_(std::move(flavor)) {}
+
+std::string ContainerRuntime::SocketFor(const std::string& flavor) {
+  // NOLINTBEGIN(concurrency-mt-unsafe): nothing in serve sets the environment.
+  if (const char* host = std::getenv("DOCKER_HOST");
+      host != nullptr && std::string_view(host).starts_with("unix://")) {
+    return std::string(host + 7);
+  }
+  if (const char* s = std::getenv("BLUEGREEN_CONTAINER_SOCKET"); s != nullptr && *s != '\0') {
+    return s;
+  }
+  // NOLINTEND(concurrency-mt-unsafe)
+  return flavor == "docker" ? "/var/run/docker.sock" : "/run/podman/podman.sock";
+}
 
 Result<std::string> ContainerRuntime::Ping(const std::string& socket_path) {
   const std::string address = "unix:" + socket_path;
@@ -278,6 +296,149 @@ Status ContainerRuntime::Stop(const TaskHandle& handle, milliseconds grace) {
     spdlog::warn("{}", engine.Error(what, *r).message());
   }
   return engine.Remove(handle.id);
+}
+
+namespace {
+
+// The JSON lines of an image build's answer, as they arrive: their text goes to `output`, the
+// first error is kept. A line that is not JSON is passed on as it is.
+class BuildStream {
+ public:
+  explicit BuildStream(const std::function<void(std::string_view)>& output) : output_(output) {}
+
+  void Feed(std::string_view piece) {
+    if (raw_.size() < kMaxMessage) raw_.append(piece.substr(0, kMaxMessage - raw_.size()));
+    pending_.append(piece);
+    const std::string_view all = pending_;
+    size_t start = 0;
+    for (size_t eol; (eol = all.find('\n', start)) != std::string_view::npos; start = eol + 1) {
+      Line(all.substr(start, eol - start));
+    }
+    pending_.erase(0, start);
+  }
+
+  // After the answer ended: a last line without its newline.
+  void Flush() {
+    if (!pending_.empty()) Line(pending_);
+    pending_.clear();
+  }
+
+  const std::string& error() const { return error_; }
+  // The start of the answer as it came, for an answer that is not a build stream.
+  const std::string& raw() const { return raw_; }
+
+ private:
+  void Line(std::string_view line) {
+    if (line.empty() || line == "\r") return;
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) {
+      Output(std::string(line) + "\n");
+      return;
+    }
+    for (const char* key : {"stream", "status"}) {
+      const auto it = j.find(key);
+      if (it != j.end() && it->is_string()) Output(it->get<std::string>());
+    }
+    if (!error_.empty() || (!j.contains("error") && !j.contains("errorDetail"))) return;
+    const json detail = j.value("errorDetail", json::object());
+    const json message = detail.is_object() ? detail.value("message", json()) : json();
+    const json error = j.value("error", json());
+    if (message.is_string()) {
+      error_ = message.get<std::string>();
+    } else if (error.is_string()) {
+      error_ = error.get<std::string>();
+    }
+    while (!error_.empty() && (error_.back() == '\n' || error_.back() == '\r')) error_.pop_back();
+    if (error_.empty()) error_ = "(no message)";
+  }
+
+  void Output(const std::string& text) {
+    if (output_ && !text.empty()) output_(text.back() == '\n' ? text : text + "\n");
+  }
+
+  const std::function<void(std::string_view)>& output_;
+  std::string pending_;  // the start of a line whose end has not arrived yet
+  std::string error_;
+  std::string raw_;
+};
+
+std::string Seconds(std::chrono::milliseconds d) {
+  return fmt::format("{:.1f} s", std::chrono::duration<double>(d).count());
+}
+
+}  // namespace
+
+Result<std::string> ContainerRuntime::BuildImage(const ImageBuildRequest& req) {
+  namespace fs = std::filesystem;
+  if (req.context_dir.empty() || req.context_dir.front() != '/') {
+    return InvalidArgument(fmt::format("{}: the build context \"{}\" is not an absolute path",
+                                       flavor_, req.context_dir));
+  }
+  if (req.tag.empty())
+    return InvalidArgument(fmt::format("{}: an image build needs a tag", flavor_));
+  const fs::path containerfile(req.containerfile);
+  if (req.containerfile.empty() || containerfile.is_absolute() ||
+      std::any_of(containerfile.begin(), containerfile.end(),
+                  [](const fs::path& part) { return part == ".."; })) {
+    return InvalidArgument(
+        fmt::format("{}: the Containerfile \"{}\" must be a relative path inside the build context",
+                    flavor_, req.containerfile));
+  }
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(req.context_dir) / containerfile, ec)) {
+    return NotFound(fmt::format("{}: there is no file {} in the build context {}", flavor_,
+                                req.containerfile, req.context_dir));
+  }
+  Result<std::string> context = TarDirectory(req.context_dir, {".git"}, kMaxBuildContext);
+  if (!context.ok()) {
+    return Status(context.status().code(),
+                  fmt::format("{}: build context {}: {}", flavor_, req.context_dir,
+                              context.status().message()));
+  }
+
+  const std::string what = fmt::format("build of image {}", req.tag);
+  HttpClientRequest http;
+  http.method = "POST";
+  http.target = fmt::format("{}/build?t={}&dockerfile={}&rm=1&forcerm=1", kApi, UrlEncode(req.tag),
+                            UrlEncode(req.containerfile));
+  http.headers.emplace_back("Content-Type", "application/x-tar");
+  http.body = std::move(*context);
+  BuildStream stream(req.output);
+  const std::atomic<bool>* cancel = req.cancel;
+  Result<HttpClientResponse> r = HttpCallStreaming(
+      address_, http, req.timeout, [&](std::string_view piece) { stream.Feed(piece); },
+      [cancel] { return cancel != nullptr && cancel->load(); });
+  stream.Flush();
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kDeadlineExceeded) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    fmt::format("{}: {} timed out after {}", flavor_, what, Seconds(req.timeout)));
+    }
+    if (cancel != nullptr && cancel->load()) return FailedPrecondition("cancelled");
+    return Status(r.status().code(), fmt::format("{}: {}: engine at {}: {}", flavor_, what,
+                                                 address_, r.status().message()));
+  }
+  if (r->status != 200) {
+    HttpClientResponse answer = std::move(*r);
+    answer.body = stream.raw();
+    return EngineClient(address_, flavor_).Error(what, answer);
+  }
+  if (!stream.error().empty()) {
+    return FailedPrecondition(fmt::format("{}: {} failed: {}", flavor_, what, stream.error()));
+  }
+
+  // The engine said nothing went wrong: the tag must name an image now.
+  const EngineClient engine(address_, flavor_);
+  const std::string inspect_what = fmt::format("inspect image {}", req.tag);
+  Result<HttpClientResponse> image =
+      engine.Call(inspect_what, "GET", fmt::format("/images/{}/json", UrlEncode(req.tag, "/:")));
+  if (!image.ok()) return image.status();
+  if (image->status != 200) return engine.Error(inspect_what + " after its build", *image);
+  const json info = json::parse(image->body, nullptr, /*allow_exceptions=*/false);
+  if (!info.is_object() || !info.contains("Id") || !info["Id"].is_string()) {
+    return Internal(fmt::format("{}: {}: no Id in the answer", flavor_, inspect_what));
+  }
+  return info["Id"].get<std::string>();
 }
 
 }  // namespace bluegreen::runtime

@@ -8,6 +8,9 @@
 // the supervisor's business. The TaskHandle is the container id, so a new ContainerRuntime (after
 // serve restarts) can inspect and stop the containers an earlier one started.
 //
+// BuildImage builds an image from a directory and a Containerfile (POST /build), for the pipeline's
+// Build stage; it is not part of the Runtime interface, as only a container engine builds images.
+//
 // Errors carry the engine's own message. Engine answers map to codes as: 400 kInvalidArgument,
 // 404 kNotFound (e.g. a missing image), 409 kAlreadyExists, anything else kUnavailable (Podman
 // answers 500 to most failures, e.g. a host port in use); an answer that cannot be understood is
@@ -18,13 +21,27 @@
 // HTTP request, so any number of threads may call it concurrently.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "runtime/runtime.h"
 
 namespace bluegreen::runtime {
+
+struct ImageBuildRequest {
+  std::string context_dir;    // an absolute path; sent to the engine as a tar, without its .git
+  std::string containerfile;  // the Containerfile's path relative to context_dir
+  std::string tag;            // the image's name, e.g. "localhost/bluegreen/app:3-1a2b3c4"
+  std::chrono::milliseconds timeout{0};  // for the whole build
+  // Gets the build's output as the engine sends it (its "stream" and "status" text), whole lines.
+  std::function<void(std::string_view)> output;
+  // Optional: set to true (from any thread) to stop the build. Looked at every 100 ms.
+  const std::atomic<bool>* cancel = nullptr;
+};
 
 class ContainerRuntime final : public Runtime {
  public:
@@ -37,6 +54,11 @@ class ContainerRuntime final : public Runtime {
 
   // GET /_ping on the engine at `socket_path`: its answer ("OK") when it is up.
   static Result<std::string> Ping(const std::string& socket_path);
+
+  // The engine's socket for a runtime named `flavor` ("podman" or "docker"): $DOCKER_HOST when it
+  // is a unix:// URL, else $BLUEGREEN_CONTAINER_SOCKET, else /run/podman/podman.sock (podman) or
+  // /var/run/docker.sock (docker).
+  static std::string SocketFor(const std::string& flavor);
 
   std::string name() const override { return flavor_; }
 
@@ -54,6 +76,16 @@ class ContainerRuntime final : public Runtime {
   // Stops the container (the engine sends SIGTERM, then SIGKILL after `grace` rounded up to whole
   // seconds, at least 1) and removes it. OK when the container is already stopped or gone.
   Status Stop(const TaskHandle& handle, std::chrono::milliseconds grace) override;
+
+  // Builds the image req.tag from req.containerfile with req.context_dir as its build context
+  // (POST /build; intermediate containers are removed, also when the build fails), streaming the
+  // engine's output to req.output as it comes. Returns the image's id ("sha256:...").
+  // Errors: InvalidArgument for a relative context_dir, an empty tag or a containerfile path that
+  // is absolute or has ".."; NotFound when the context has no such Containerfile;
+  // ResourceExhausted for a context over 1 GiB; FailedPrecondition "build of image TAG failed:
+  // MESSAGE" with the engine's message for a failed build, and "cancelled" when req.cancel was
+  // set; DeadlineExceeded when req.timeout passed; the engine call's errors otherwise.
+  Result<std::string> BuildImage(const ImageBuildRequest& req);
 
  private:
   const std::string address_;  // "unix:" + socket path, for HttpCall

@@ -18,6 +18,7 @@
 #include "pipeline/build_runner.h"
 #include "pipeline/buildspec.h"
 #include "pipeline/git.h"
+#include "runtime/container_runtime.h"
 
 namespace bluegreen::serve {
 namespace {
@@ -65,6 +66,46 @@ std::string Hex(const unsigned char* p, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i) out += fmt::format("{:02x}", p[i]);
   return out;
+}
+
+// The image a build of `version` makes: localhost/bluegreen/STACK:VERSION. An image name's parts
+// cannot start or end with a dash, which a stack name can: those dashes are left out.
+std::string ImageName(const std::string& stack, const std::string& version) {
+  const size_t first = stack.find_first_not_of('-');
+  const std::string repo = first == std::string::npos
+                               ? "stack"
+                               : stack.substr(first, stack.find_last_not_of('-') + 1 - first);
+  return fmt::format("localhost/bluegreen/{}:{}", repo, version);
+}
+
+// Builds the image `tag` from the stack's Containerfile with the checkout `work` as the build
+// context, through the stack's container engine; the engine's output goes to the build log.
+Status BuildStackImage(const stack::StackSpec& spec, const std::string& work,
+                       const std::string& tag, const std::string& log_path,
+                       std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) {
+  const std::string flavor(stack::RuntimeName(spec.service.runtime));
+  std::ofstream log(log_path, std::ios::app);
+  log << fmt::format("[bluegreen] $ build image {} from {} ({})\n", tag, spec.build.containerfile,
+                     flavor)
+      << std::flush;
+  const auto start = Clock::now();
+  runtime::ContainerRuntime engine(runtime::ContainerRuntime::SocketFor(flavor), flavor);
+  runtime::ImageBuildRequest req;
+  req.context_dir = work;
+  req.containerfile = spec.build.containerfile;
+  req.tag = tag;
+  req.timeout = timeout;
+  req.output = [&log](std::string_view text) { log << text << std::flush; };
+  req.cancel = cancel;
+  Result<std::string> id = engine.BuildImage(req);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!id.ok()) {
+    log << fmt::format("[bluegreen] the image build failed ({:.2f} s): {}\n", seconds,
+                       id.status().message());
+    return id.status();
+  }
+  log << fmt::format("[bluegreen] built image {} ({}) ({:.2f} s)\n", tag, *id, seconds);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -350,20 +391,21 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
   std::string artifact_root = work;
   bool from_buildspec = false;
   pipeline::BuildSpecFile buildspec;
-  if (!spec->build.containerfile.empty()) {
-    fail("build.containerfile is not supported yet: build with build.commands or a buildspec.yml");
+  const bool builds_image = !spec->build.containerfile.empty();
+  if (spec->service.runtime != stack::Runtime::kProcess && !builds_image) {
+    fail(
+        fmt::format("service.runtime {} runs images, and this build makes none: set "
+                    "build.containerfile in the stack file",
+                    stack::RuntimeName(spec->service.runtime)));
     return done();
   }
+  std::ifstream buildspec_in;
+  if (spec->build.commands.empty()) buildspec_in.open(work + "/buildspec.yml");
   if (!spec->build.commands.empty()) {
     req.commands = spec->build.commands;
-  } else {
-    std::ifstream in(work + "/buildspec.yml");
-    if (!in) {
-      fail("the stack has no build.commands and the repository has no buildspec.yml");
-      return done();
-    }
+  } else if (buildspec_in) {
     std::stringstream ss;
-    ss << in.rdbuf();
+    ss << buildspec_in.rdbuf();
     Result<pipeline::BuildSpecFile> parsed = pipeline::ParseBuildSpec(ss.str());
     if (!parsed.ok()) {
       fail("buildspec.yml: " + parsed.status().message());
@@ -374,6 +416,9 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     req.env = buildspec.env;
     from_buildspec = true;
     if (!buildspec.base_directory.empty()) artifact_root = work + "/" + buildspec.base_directory;
+  } else if (!builds_image) {
+    fail("the stack has no build.commands and the repository has no buildspec.yml");
+    return done();
   }
   const std::string number = std::to_string(e.number);
   req.env.emplace_back("BLUEGREEN_COMMIT", e.commit);
@@ -402,6 +447,13 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     phases.push_back({req.commands, false});
   }
   const auto build_deadline = Clock::now() + spec->build.timeout;
+  auto time_left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(build_deadline - Clock::now());
+  };
+  auto timed_out = [&] {
+    return Status(StatusCode::kDeadlineExceeded, fmt::format("the build took longer than {}",
+                                                             FormatDuration(spec->build.timeout)));
+  };
   Status st = Status::Ok();
   bool abort_after_finally = false;  // build failed with ABORT: its finally runs, then stop
   for (size_t i = 0; i < phases.size(); ++i) {
@@ -410,10 +462,9 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     if (phase.commands.empty()) continue;
     pipeline::BuildRequest one = req;
     one.commands = phase.commands;
-    one.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(build_deadline - Clock::now());
+    one.timeout = time_left();
     if (one.timeout.count() <= 0) {
-      st = Status(StatusCode::kDeadlineExceeded,
-                  fmt::format("the build took longer than {}", FormatDuration(spec->build.timeout)));
+      st = timed_out();
       break;
     }
     pipeline::BuildResult result;
@@ -429,6 +480,12 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     }
     break;
   }
+  const std::string image = builds_image ? ImageName(e.stack, e.version) : "";
+  if (st.ok() && builds_image) {
+    st = time_left().count() > 0
+             ? BuildStackImage(*spec, work, image, e.log_path, time_left(), cancel.get())
+             : timed_out();
+  }
   if (!st.ok()) {
     if (cancel->load()) {
       // serve is stopping (the build starts again at the next start) or the stack is gone.
@@ -443,6 +500,26 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     }
     fs::remove_all(work, ec);
     return done();
+  }
+  // The version is registered, and the execution waits for its Deploy.
+  auto built = [&](const store::VersionRecord& v) {
+    Status put = store_->PutVersion(v);
+    if (!put.ok()) {
+      fail("cannot register the version: " + put.message());
+      return done();
+    }
+    {
+      std::lock_guard lock(exec_mu_);
+      SetStageStatus(&e, "Succeeded", true);
+      BeginStage(&e, "Deploy", "Waiting");
+      (void)store_->UpdateExecution(&e);
+    }
+    spdlog::info("{}: execution {} built version {}", e.stack, e.number, e.version);
+    done();
+  };
+  if (builds_image) {
+    fs::remove_all(work, ec);
+    return built(store::VersionRecord{e.stack, e.version, "", image, 0});
   }
   bool flatten = false;
   if (from_buildspec && !buildspec.artifact_files.empty()) {
@@ -488,19 +565,7 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     fail("artifacts: " + st.message());
     return done();
   }
-  st = store_->PutVersion(store::VersionRecord{e.stack, e.version, dest, "", 0});
-  if (!st.ok()) {
-    fail("cannot register the version: " + st.message());
-    return done();
-  }
-  {
-    std::lock_guard lock(exec_mu_);
-    SetStageStatus(&e, "Succeeded", true);
-    BeginStage(&e, "Deploy", "Waiting");
-    (void)store_->UpdateExecution(&e);
-  }
-  spdlog::info("{}: execution {} built version {}", e.stack, e.number, e.version);
-  done();
+  built(store::VersionRecord{e.stack, e.version, dest, "", 0});
 }
 
 void Pipeline::PollLoop() {

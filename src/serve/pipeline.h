@@ -2,8 +2,9 @@
 //   Source -> Build -> Deploy -> Review -> Swap -> Succeeded
 // with Failed, Rejected and Superseded as the other ends, and rollback as a Swap of its own.
 //
-// Source and Build run on a thread per execution (they call git and the build's commands, which
-// take time); they only write to the store. Deploy, Review and Swap advance in Advance(), which
+// Source and Build run on a thread per execution (they call git, the build's commands and, for a
+// build.containerfile, the container engine's image build, which take time); they only write to
+// the store. Deploy, Review and Swap advance in Advance(), which
 // the reconciler calls on its own thread in every pass, before it syncs the proxy: the reconciler
 // is the one writer to the proxy, so a swap and a config sync can never interleave. Every
 // transition is committed to the store before it takes effect; after a crash, Start() resumes

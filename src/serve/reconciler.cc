@@ -40,14 +40,6 @@ std::string ExpandPort(const std::string& arg, int port) {
   return out;
 }
 
-std::string ContainerSocket(const std::string& flavor) {
-  if (const char* host = std::getenv("DOCKER_HOST"); host && std::string_view(host).starts_with("unix://")) {
-    return std::string(host + 7);
-  }
-  if (const char* s = std::getenv("BLUEGREEN_CONTAINER_SOCKET"); s && *s) return s;
-  return flavor == "docker" ? "/var/run/docker.sock" : "/run/podman/podman.sock";
-}
-
 // GCC 12 reports a false maybe-uninitialized for the default StatusMatcher of a
 // HealthCheckConfig built here; the matcher is always assigned below.
 #pragma GCC diagnostic push
@@ -177,7 +169,8 @@ runtime::Runtime* Reconciler::RuntimeFor(const std::string& name) {
   if (name == "process") {
     r = std::make_unique<runtime::ProcessRuntime>();
   } else {
-    r = std::make_unique<runtime::ContainerRuntime>(ContainerSocket(name), name);
+    r = std::make_unique<runtime::ContainerRuntime>(runtime::ContainerRuntime::SocketFor(name),
+                                                    name);
   }
   runtime::Runtime* raw = r.get();
   runtimes_[name] = std::move(r);

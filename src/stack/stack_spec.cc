@@ -313,10 +313,10 @@ class Validator {
       Report("build.containerfile",
              "must be a relative path inside the repository, got " + Quote(build.containerfile));
     }
-    if (!build.commands.empty() && !build.containerfile.empty()) {
-      Report("build.containerfile",
-             "cannot be used together with build.commands (choose one; with neither, the "
-             "repository's buildspec.yml is used)");
+    if (!build.containerfile.empty() && !build.artifacts.empty()) {
+      Report("build.artifacts",
+             "not used with build.containerfile: the image is the build's output (its "
+             "Containerfile COPYs what it needs from the checkout); remove build.artifacts");
     }
     for (size_t i = 0; i < build.artifacts.size(); ++i) {
       if (!IsValidRepoPath(build.artifacts[i])) {

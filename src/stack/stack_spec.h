@@ -38,8 +38,9 @@ struct SourceSpec {
   bool operator==(const SourceSpec&) const = default;
 };
 
-// At most one of commands and containerfile is set. With neither, the repository's
-// buildspec.yml describes the build.
+// The build's commands run first: `commands`, else the repository's buildspec.yml (required
+// without a containerfile, optional with one). Then, with a containerfile, the image is built from
+// the checkout; artifacts are not used with a containerfile.
 struct BuildSpec {
   std::vector<std::string> commands;
   std::string containerfile;           // path in the repository; empty = none

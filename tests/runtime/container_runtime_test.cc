@@ -23,6 +23,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -225,6 +227,12 @@ class ContainerRuntimeTest : public ::testing::Test {
         req.target = "/v1.41/containers/" + name + "?force=true";
         (void)HttpCall("unix:" + socket_, req, 30s);
       }
+      for (const std::string& image : images_) {
+        HttpClientRequest req;
+        req.method = "DELETE";
+        req.target = "/v1.41/images/" + image + "?force=true";
+        (void)HttpCall("unix:" + socket_, req, 30s);
+      }
     }
     if (service_running_) {
       const CommandResult stopped = RunShell(Script() + " stop " + ShellQuote(dir_.string()));
@@ -247,6 +255,35 @@ class ContainerRuntimeTest : public ::testing::Test {
   std::string TaskName(std::string_view what) {
     names_.push_back("bgtest-" + std::to_string(::getpid()) + "-" + std::string(what));
     return names_.back();
+  }
+
+  // An image name unique to this process; TearDown removes the image.
+  std::string ImageName(std::string_view what) {
+    images_.push_back("localhost/bgtest-" + std::to_string(::getpid()) + ":" + std::string(what));
+    return images_.back();
+  }
+
+  // Writes `files` (relative path -> content) under a fresh build context directory.
+  fs::path BuildContext(const std::string& name, const std::map<std::string, std::string>& files) {
+    const fs::path context = dir_ / name;
+    for (const auto& [path, content] : files) {
+      fs::create_directories((context / path).parent_path());
+      std::ofstream(context / path) << content;
+    }
+    return context;
+  }
+
+  // A request to build ImageName(what) from `containerfile` in `context`; its output goes to
+  // build_output_.
+  ImageBuildRequest BuildRequest(const fs::path& context, const std::string& containerfile,
+                                 std::string_view what) {
+    ImageBuildRequest req;
+    req.context_dir = context.string();
+    req.containerfile = containerfile;
+    req.tag = ImageName(what);
+    req.timeout = 120s;
+    req.output = [this](std::string_view text) { build_output_ += text; };
+    return req;
   }
 
   TaskSpec BackendSpec(const std::string& name, uint16_t host_port, const std::string& greeting) {
@@ -312,6 +349,8 @@ class ContainerRuntimeTest : public ::testing::Test {
   std::string socket_;
   bool service_running_ = false;
   std::vector<std::string> names_;
+  std::vector<std::string> images_;
+  std::string build_output_;
   std::unique_ptr<ContainerRuntime> runtime_;
 };
 
@@ -512,6 +551,84 @@ TEST_F(ContainerRuntimeTest, IncompleteSpecIsInvalid) {
   Result<TaskStatus> empty = runtime_->Inspect(TaskHandle{});
   ASSERT_FALSE(empty.ok());
   EXPECT_EQ(empty.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ContainerRuntimeTest, BuildImageFromADirectoryAndRunIt) {
+  const std::string long_dir(120, 'd');
+  const fs::path context = BuildContext(
+      "context",
+      {{"Containerfile",
+        std::string("FROM ") + kImage + "\nCOPY greeting.txt /greeting.txt\nCOPY " + long_dir +
+            "/f.txt /f.txt\nCMD [\"--listen\", \"0.0.0.0:8080\", \"--name\", \"built\"]\n"},
+       {"greeting.txt", "hello\n"},
+       {long_dir + "/f.txt", "a name longer than ustar's 100 bytes\n"}});
+  const ImageBuildRequest req = BuildRequest(context, "Containerfile", "built");
+  Result<std::string> id = runtime_->BuildImage(req);
+  ASSERT_TRUE(id.ok()) << id.status().ToString() << "\noutput:\n" << build_output_;
+  EXPECT_TRUE(id->starts_with("sha256:")) << *id;
+  EXPECT_NE(build_output_.find("COPY greeting.txt /greeting.txt"), std::string::npos)
+      << build_output_;
+  const json image = EngineGet("/images/" + req.tag + "/json");
+  ASSERT_TRUE(image.is_object()) << "no image " << req.tag;
+  EXPECT_EQ(image.value("Id", ""), *id);
+
+  // The image runs with its own CMD (the task gives no command).
+  const uint16_t port = PickFreePort();
+  TaskSpec spec = BackendSpec(TaskName("built"), port, "unused");
+  spec.image = req.tag;
+  spec.command.clear();
+  Result<TaskHandle> handle = runtime_->Start(spec);
+  ASSERT_TRUE(handle.ok()) << handle.status().ToString();
+  EXPECT_TRUE(WaitForBody(port, "built\n", 30s));
+  BG_ASSERT_OK(runtime_->Stop(*handle, 1s));
+}
+
+TEST_F(ContainerRuntimeTest, FailedImageBuildCarriesTheEnginesMessage) {
+  const fs::path context =
+      BuildContext("failing", {{"docker/Containerfile", "FROM scratch\nCOPY missing.txt /m\n"},
+                               {"docker/git.Containerfile", "FROM scratch\nCOPY .git/HEAD /\n"},
+                               {".git/HEAD", "ref: refs/heads/main\n"}});
+  ImageBuildRequest req = BuildRequest(context, "docker/Containerfile", "failing");
+  Result<std::string> id = runtime_->BuildImage(req);
+  ASSERT_FALSE(id.ok()) << *id;
+  EXPECT_EQ(id.status().code(), StatusCode::kFailedPrecondition) << id.status().ToString();
+  EXPECT_NE(id.status().message().find("build of image " + req.tag + " failed: "),
+            std::string::npos)
+      << id.status().ToString();
+  EXPECT_NE(id.status().message().find("missing.txt"), std::string::npos) << id.status().ToString();
+  EXPECT_TRUE(EngineGet("/images/" + req.tag + "/json").is_null()) << "a failed build tagged it";
+  std::printf("the failed build: %s\n", id.status().message().c_str());
+
+  // The context is sent without its .git.
+  req.containerfile = "docker/git.Containerfile";
+  id = runtime_->BuildImage(req);
+  ASSERT_FALSE(id.ok()) << "COPY .git/HEAD worked: .git was in the build context";
+  EXPECT_NE(id.status().message().find(".git/HEAD"), std::string::npos) << id.status().ToString();
+}
+
+TEST_F(ContainerRuntimeTest, ImageBuildRequestsThatCannotWork) {
+  const fs::path context = BuildContext("bad", {{"Containerfile", "FROM scratch\n"}});
+  const ImageBuildRequest req = BuildRequest(context, "Containerfile", "bad");
+
+  ImageBuildRequest no_file = req;
+  no_file.containerfile = "Dockerfile";
+  EXPECT_EQ(runtime_->BuildImage(no_file).status().code(), StatusCode::kNotFound);
+  ImageBuildRequest outside = req;
+  outside.containerfile = "../Containerfile";
+  EXPECT_EQ(runtime_->BuildImage(outside).status().code(), StatusCode::kInvalidArgument);
+  ImageBuildRequest relative = req;
+  relative.context_dir = "context";
+  EXPECT_EQ(runtime_->BuildImage(relative).status().code(), StatusCode::kInvalidArgument);
+
+  const std::atomic<bool> cancelled{true};
+  ImageBuildRequest stopped = req;
+  stopped.cancel = &cancelled;
+  Result<std::string> r = runtime_->BuildImage(stopped);
+  EXPECT_EQ(r.status(), FailedPrecondition("cancelled"));
+
+  ContainerRuntime nowhere((dir_ / "no-such.sock").string(), "podman");
+  r = nowhere.BuildImage(req);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // Test harness for the pipeline's integration tests (tests/serve/*_test.cc that drive
 // `bluegreen serve` from commits): PipelineStack (a stack file with a git source), App (the
 // application a commit holds: run.sh starting test_backend answering a colour) and the
-// PipelineTest fixture, a ServeTest with a bare git repository and a working clone under the
-// test's temp dir, commits pushed to it, and helpers that follow executions through the REST API.
+// PipelineHarness fixture (PipelineTest is it as it is), a ServeTest with a bare git repository
+// and a working clone under the test's temp dir, commits pushed to it, and helpers that follow
+// executions through the REST API.
 //
 // Like serve_harness.h, used from the test's main thread only.
 #pragma once
@@ -138,7 +139,7 @@ inline std::string RunScript(const App& app) {
 // ---------------------------------------------------------------------------------------------
 // The fixture
 
-class PipelineTest : public ServeTest {
+class PipelineHarness : public ServeTest {
  protected:
   void SetUp() override {
     ServeTest::SetUp();
@@ -222,11 +223,13 @@ class PipelineTest : public ServeTest {
   }
 
   // PUT /api/v1/stacks/NAME with the stack file; 200 or 201.
-  Status PutStack(const PipelineStack& f) {
-    stacks_.insert(f.name);
-    const std::string yaml = f.ToYaml();
-    (void)WriteText(f.name + ".yaml", yaml);  // for a person reading a kept test dir
-    auto r = Api("PUT", "/api/v1/stacks/" + f.name, yaml);
+  Status PutStack(const PipelineStack& f) { return PutStackYaml(f.name, f.ToYaml()); }
+
+  // PUT /api/v1/stacks/NAME with the stack file `yaml`; 200 or 201. TearDown removes the stack.
+  Status PutStackYaml(const std::string& name, const std::string& yaml) {
+    stacks_.insert(name);
+    (void)WriteText(name + ".yaml", yaml);  // for a person reading a kept test dir
+    auto r = Api("PUT", "/api/v1/stacks/" + name, yaml);
     if (!r.ok()) return r.status();
     if (r->status != 200 && r->status != 201) {
       return Internal("PUT stack: " + std::to_string(r->status) + " " + r->body + "\n" + yaml);
@@ -402,5 +405,8 @@ class PipelineTest : public ServeTest {
   std::string bare_;  // the bare repository the stack polls
   std::string work_;  // the working clone the test commits in
 };
+
+// The fixture of the pipeline's integration tests (tests/serve/pipeline_integration_test.cc).
+class PipelineTest : public PipelineHarness {};
 
 }  // namespace bluegreen::serve_it

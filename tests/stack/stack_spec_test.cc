@@ -176,11 +176,13 @@ TEST(StackSpecTest, JsonRoundTrip) {
   StackSpec container = ParseOk(R"(
 name: web
 source: {repo: /srv/web}
-build: {containerfile: docker/Containerfile, artifacts: [a, b/c]}
+build: {commands: [make static], containerfile: docker/Containerfile}
 service: {runtime: docker, port: 80, env: {A: "1", b_2: ""}, health_check: {matcher: "200, 301-302"}}
 load_balancer: {production: {port: 80, allow: ["::1/128"]}, test: {port: 8080}}
 )");
   EXPECT_EQ(container.service.health_check.matcher, "200,301-302");
+  EXPECT_EQ(container.build.commands, std::vector<std::string>{"make static"});
+  EXPECT_EQ(container.build.containerfile, "docker/Containerfile");
   Result<StackSpec> back = ParseStackSpec(StackSpecToJson(container));
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(*back, container);
@@ -364,11 +366,13 @@ source: {repo: /srv/git/demo.git}
 build:
   commands: [make]
   containerfile: Containerfile
+  artifacts: [out/]
 service: {runtime: podman, port: 8080}
-load_balancer: {production: {port: 80}, test: {port: 8080}}
+load_balancer: {production: {port: 80}, test: {port: 8081}}
 )"),
-            "line 5: build.containerfile: cannot be used together with build.commands (choose "
-            "one; with neither, the repository's buildspec.yml is used)");
+            "line 6: build.artifacts: not used with build.containerfile: the image is the build's "
+            "output (its Containerfile COPYs what it needs from the checkout); remove "
+            "build.artifacts");
   EXPECT_EQ(ErrorOf(R"(
 name: demo
 source: {repo: /srv/git/demo.git}
