@@ -3,7 +3,11 @@
 // move-free values owned by one scope; none is thread-safe (none needs to be).
 #pragma once
 
+#include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -64,6 +68,39 @@ class SpawnFileActions {
   posix_spawn_file_actions_t actions_;
   bool ok_ = false;
 };
+
+// Prepares a child that shares nothing with its parent but what is named: a session of its own
+// (hence its own process group), an empty signal mask and default signal dispositions, stdin on
+// /dev/null, stdout and stderr on `out_fd` and `err_fd`, no other descriptor, and `cwd` as its
+// working directory (none when null). Returns false when an attribute cannot be set.
+inline bool PrepareSessionSpawn(SpawnAttr& attr, SpawnFileActions& actions, int out_fd, int err_fd,
+                                const char* cwd) {
+  if (!attr.ok() || !actions.ok()) return false;
+  sigset_t empty_mask;
+  sigset_t all_signals;
+  sigemptyset(&empty_mask);
+  sigfillset(&all_signals);
+  int rc = posix_spawnattr_setflags(
+      attr.get(), POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  rc |= posix_spawnattr_setsigmask(attr.get(), &empty_mask);
+  rc |= posix_spawnattr_setsigdefault(attr.get(), &all_signals);
+  rc |= posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
+  rc |= posix_spawn_file_actions_adddup2(actions.get(), out_fd, 1);
+  rc |= posix_spawn_file_actions_adddup2(actions.get(), err_fd, 2);
+  rc |= posix_spawn_file_actions_addclosefrom_np(actions.get(), 3);
+  if (cwd != nullptr) rc |= posix_spawn_file_actions_addchdir_np(actions.get(), cwd);
+  return rc == 0;
+}
+
+// pidfd_open(2) through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" for C++.
+inline int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// A wait status as one number: the exit code, or 128 + the signal that killed it; -1 otherwise.
+inline int ExitCodeOf(int wstatus) {
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
+  return -1;
+}
 
 // strerror(err) as a string.
 inline std::string ErrnoText(int err) { return std::strerror(err); }  // NOLINT(concurrency-mt-unsafe)

@@ -25,14 +25,7 @@ constexpr size_t kMaxCapture = 1 << 20;  // per stream; the rest is read and dro
 // After the program exits, how long to keep reading what a leftover child of it still writes.
 constexpr std::chrono::milliseconds kDrainAfterExit{200};
 
-// Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" for C++.
-int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
-int ExitCodeOf(int wstatus) {
-  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
-  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
-  return -1;
-}
 
 void Reap(pid_t pid, int* wstatus) {
   while (::waitpid(pid, wstatus, 0) < 0 && errno == EINTR) {
@@ -72,22 +65,9 @@ Result<CapturedOutput> RunCaptured(const std::vector<std::string>& argv_in,
 
   SpawnFileActions actions;
   SpawnAttr attr;
-  if (!actions.ok() || !attr.ok()) return Internal("posix_spawn: cannot initialize attributes");
-  sigset_t empty_mask;
-  sigset_t all_signals;
-  sigemptyset(&empty_mask);
-  sigfillset(&all_signals);
-  int rc = 0;
-  rc |= posix_spawnattr_setflags(
-      attr.get(), POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  rc |= posix_spawnattr_setsigmask(attr.get(), &empty_mask);
-  rc |= posix_spawnattr_setsigdefault(attr.get(), &all_signals);
-  rc |= posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
-  rc |= posix_spawn_file_actions_adddup2(actions.get(), out_write.get(), 1);
-  rc |= posix_spawn_file_actions_adddup2(actions.get(), err_write.get(), 2);
-  rc |= posix_spawn_file_actions_addclosefrom_np(actions.get(), 3);
-  rc |= posix_spawn_file_actions_addchdir_np(actions.get(), cwd.c_str());
-  if (rc != 0) return Internal("posix_spawn: cannot set up attributes");
+  if (!PrepareSessionSpawn(attr, actions, out_write.get(), err_write.get(), cwd.c_str())) {
+    return Internal("posix_spawn: cannot set up attributes");
+  }
 
   std::vector<std::string> args = argv_in;
   std::vector<char*> argv;

@@ -19,6 +19,8 @@
 #include <string_view>
 #include <system_error>
 
+#include "common/posix.h"
+
 namespace bluegreen::pipeline {
 namespace {
 
@@ -30,62 +32,7 @@ constexpr const char* kShell = "/bin/sh";
 constexpr std::chrono::milliseconds kCancelPoll{50};
 constexpr std::chrono::milliseconds kTermGrace{5000};
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
 
- private:
-  int fd_;
-};
-
-class SpawnAttr {
- public:
-  SpawnAttr() { ok_ = posix_spawnattr_init(&attr_) == 0; }
-  ~SpawnAttr() {
-    if (ok_) posix_spawnattr_destroy(&attr_);
-  }
-  SpawnAttr(const SpawnAttr&) = delete;
-  SpawnAttr& operator=(const SpawnAttr&) = delete;
-  bool ok() const { return ok_; }
-  posix_spawnattr_t* get() { return &attr_; }
-
- private:
-  posix_spawnattr_t attr_;
-  bool ok_ = false;
-};
-
-class SpawnFileActions {
- public:
-  SpawnFileActions() { ok_ = posix_spawn_file_actions_init(&actions_) == 0; }
-  ~SpawnFileActions() {
-    if (ok_) posix_spawn_file_actions_destroy(&actions_);
-  }
-  SpawnFileActions(const SpawnFileActions&) = delete;
-  SpawnFileActions& operator=(const SpawnFileActions&) = delete;
-  bool ok() const { return ok_; }
-  posix_spawn_file_actions_t* get() { return &actions_; }
-
- private:
-  posix_spawn_file_actions_t actions_;
-  bool ok_ = false;
-};
-
-std::string ErrnoText(int err) { return std::strerror(err); }  // NOLINT(concurrency-mt-unsafe)
-
-// Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" for C++.
-int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
-
-int ExitCodeOf(int wstatus) {
-  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
-  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
-  return -1;
-}
 
 void WriteAll(int fd, std::string_view text) {
   while (!text.empty()) {
@@ -180,22 +127,9 @@ Result<pid_t> SpawnCommand(const std::string& command, const std::string& workdi
                            const std::vector<std::string>& env) {
   SpawnFileActions actions;
   SpawnAttr attr;
-  if (!actions.ok() || !attr.ok()) return Internal("posix_spawn: cannot initialize attributes");
-  sigset_t empty_mask;
-  sigset_t all_signals;
-  sigemptyset(&empty_mask);
-  sigfillset(&all_signals);
-  int rc = 0;
-  rc |= posix_spawnattr_setflags(
-      attr.get(), POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  rc |= posix_spawnattr_setsigmask(attr.get(), &empty_mask);
-  rc |= posix_spawnattr_setsigdefault(attr.get(), &all_signals);
-  rc |= posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
-  rc |= posix_spawn_file_actions_adddup2(actions.get(), log_fd, 1);
-  rc |= posix_spawn_file_actions_adddup2(actions.get(), log_fd, 2);
-  rc |= posix_spawn_file_actions_addclosefrom_np(actions.get(), 3);
-  rc |= posix_spawn_file_actions_addchdir_np(actions.get(), workdir.c_str());
-  if (rc != 0) return Internal("posix_spawn: cannot set up attributes");
+  if (!PrepareSessionSpawn(attr, actions, log_fd, log_fd, workdir.c_str())) {
+    return Internal("posix_spawn: cannot set up attributes");
+  }
 
   std::vector<std::string> args = {"sh", "-e", "-c", command};
   std::vector<char*> argv;

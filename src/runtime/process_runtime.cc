@@ -36,8 +36,6 @@ constexpr std::chrono::milliseconds kPollInterval{20};
 constexpr std::chrono::milliseconds kKillWait{2000};
 constexpr const char* kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
 
-// Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" for C++.
-int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 int PidfdSendSignal(int pidfd, int sig) {
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
 }
@@ -114,11 +112,6 @@ Result<ParsedHandle> ParseHandle(const TaskHandle& handle) {
   return parsed;
 }
 
-int ExitCodeOf(int wstatus) {
-  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
-  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
-  return -1;
-}
 
 // True while some process other than a zombie is in process group `pgid`.
 bool GroupHasLiveMembers(pid_t pgid) {
@@ -270,24 +263,11 @@ Result<TaskHandle> ProcessRuntime::Start(const TaskSpec& spec) {
 
   SpawnFileActions actions;
   SpawnAttr attr;
-  if (!actions.ok() || !attr.ok()) return Internal("posix_spawn: cannot initialize attributes");
-  sigset_t empty_mask;
-  sigset_t all_signals;
-  sigemptyset(&empty_mask);
-  sigfillset(&all_signals);
-  int rc = 0;
-  // Its own session (hence its own process group), nothing of serve's signal state.
-  rc |= posix_spawnattr_setflags(
-      attr.get(), POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  rc |= posix_spawnattr_setsigmask(attr.get(), &empty_mask);
-  rc |= posix_spawnattr_setsigdefault(attr.get(), &all_signals);
-  rc |= posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
-  rc |= posix_spawn_file_actions_adddup2(actions.get(), log.get(), 1);
-  rc |= posix_spawn_file_actions_adddup2(actions.get(), log.get(), 2);
-  // No descriptor of serve (listening sockets, the store) reaches the task.
-  rc |= posix_spawn_file_actions_addclosefrom_np(actions.get(), 3);
-  rc |= posix_spawn_file_actions_addchdir_np(actions.get(), workdir.c_str());
-  if (rc != 0) return Internal("posix_spawn: cannot set up attributes");
+  // Its own session (hence its own process group), nothing of serve's signal state, and no
+  // descriptor of serve (listening sockets, the store).
+  if (!PrepareSessionSpawn(attr, actions, log.get(), log.get(), workdir.c_str())) {
+    return Internal("posix_spawn: cannot set up attributes");
+  }
 
   std::vector<std::string> env = BuildEnvironment(spec);
   std::vector<char*> envp;
