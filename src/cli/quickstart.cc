@@ -655,8 +655,11 @@ int RunQuickstart(const ClientOptions& c, const QuickstartOptions& o) {
   const std::string idle = live == "Code1" ? "Code2" : "Code1";
   const char* env = std::getenv("BLUEGREEN_TOKEN");
   Result<std::string> token = LoadToken(env != nullptr ? env : "", c.state_dir);
-  const std::string production_url = fmt::format("http://127.0.0.1:{}/", ports->production);
-  const std::string test_url = fmt::format("http://127.0.0.1:{}/", ports->test);
+  auto url = [](uint16_t port) {
+    return port == 80 ? std::string("http://127.0.0.1/") : fmt::format("http://127.0.0.1:{}/", port);
+  };
+  const std::string production_url = url(ports->production);
+  const std::string test_url = url(ports->test);
   if (c.json) {
     PrintJson(c, json{{"stack", kStackName},
                       {"dir", dir.string()},
