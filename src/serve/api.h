@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/http_server.h"
+#include "serve/live_updates.h"
 #include "serve/pipeline.h"
 #include "serve/reconciler.h"
 #include "store/store.h"
@@ -26,6 +27,10 @@ class Api {
 
   // The status document of one stack (GET /api/v1/stacks/NAME), or NotFound.
   Result<nlohmann::json> StackStatus(const std::string& name);
+
+  // The web console's live routes (GET /api/v1/stream, /api/v1/stacks/NAME/stream and
+  // /api/v1/stacks/NAME/metrics) answer through `live` once it is attached.
+  void AttachConsole(LiveUpdates* live) { live_ = live; }
 
  private:
   bool Authorized(const HttpRequest& req) const;
@@ -55,6 +60,7 @@ class Api {
   Reconciler* reconciler_;
   Pipeline* pipeline_;
   std::string token_hash_;
+  LiveUpdates* live_ = nullptr;
 };
 
 // Lowercase hex SHA-256.
