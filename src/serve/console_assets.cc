@@ -16,9 +16,12 @@ struct Asset {
 
 std::string ContentType(std::string_view path) {
   static const std::pair<std::string_view, const char*> kTypes[] = {
-      {".html", "text/html; charset=utf-8"},  {".js", "text/javascript; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},    {".svg", "image/svg+xml"},
-      {".png", "image/png"},                  {".json", "application/json"},
+      {".html", "text/html; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".svg", "image/svg+xml"},
+      {".png", "image/png"},
+      {".json", "application/json"},
       {".webmanifest", "application/manifest+json"}};
   for (const auto& [ext, type] : kTypes) {
     if (path.ends_with(ext)) return type;
@@ -62,8 +65,8 @@ std::optional<HttpResponse> ConsoleAsset(const HttpRequest& req) {
                {"X-Frame-Options", "DENY"},
                {"Referrer-Policy", "no-referrer"}};
   std::string_view match = req.Header("If-None-Match");
-  if (!match.empty() && (match == a.etag || match == "*" ||
-                         match.find(a.etag) != std::string_view::npos)) {
+  if (!match.empty() &&
+      (match == a.etag || match == "*" || match.find(a.etag) != std::string_view::npos)) {
     r.status = 304;
     return r;
   }

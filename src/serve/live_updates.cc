@@ -12,7 +12,7 @@ using json = nlohmann::json;
 constexpr auto kTick = std::chrono::milliseconds(500);
 constexpr auto kKeepAlive = std::chrono::seconds(15);
 constexpr int64_t kLogPiece = 256 << 10;  // the most of a log one event carries
-constexpr int kExecutions = 100;           // as GET .../executions
+constexpr int kExecutions = 100;          // as GET .../executions
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -193,8 +193,8 @@ bool LiveUpdates::Update(Watcher& w, Snapshots* cache, const std::string* overvi
     if (!snap.status.ok()) {
       if (snap.status.status().code() != StatusCode::kNotFound) return true;  // try again
       Send(w, "error",
-           Dump(json{{"error",
-                      {{"code", "not_found"}, {"message", snap.status.status().message()}}}}));
+           Dump(json{
+               {"error", {{"code", "not_found"}, {"message", snap.status.status().message()}}}}));
       return false;
     }
     if (snap.status_text != w.last_status) {
