@@ -61,33 +61,30 @@ class EventStream {
       if (Clock::now() > deadline) {
         return proxy_test::DeadlineExceeded("no " + name + " event; events seen: " + seen);
       }
-      auto more = conn_->ReadSome(1s);
-      if (more.ok()) {
-        raw_ += *more;
-        Dechunk();
-      } else if (conn_->peer_closed()) {
-        ended_ = true;
-      }
+      ReadMore();
     }
   }
 
   // Reads until the server ends the body (the last chunk) or closes; true when it did.
   bool WaitEnd(Duration timeout) {
     const auto deadline = Clock::now() + timeout;
-    while (!ended_ && Clock::now() < deadline) {
-      auto more = conn_->ReadSome(1s);
-      if (more.ok()) {
-        raw_ += *more;
-        Dechunk();
-      } else if (conn_->peer_closed()) {
-        ended_ = true;
-      }
-    }
+    while (!ended_ && Clock::now() < deadline) ReadMore();
     return ended_;
   }
 
  private:
   explicit EventStream(std::unique_ptr<HttpConnection> c) : conn_(std::move(c)) {}
+
+  // Waits up to a second for more of the body.
+  void ReadMore() {
+    auto more = conn_->ReadSome(1s);
+    if (more.ok()) {
+      raw_ += *more;
+      Dechunk();
+    } else if (conn_->peer_closed()) {
+      ended_ = true;
+    }
+  }
 
   void Dechunk() {
     while (true) {

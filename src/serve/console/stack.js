@@ -241,7 +241,8 @@ export function stackView(ctx, name) {
   function reviewer(e) {
     if (!e.approved_by) return h('span', { class: 'muted' }, '—');
     const verb = e.status === 'Rejected' ? 'rejected' : e.kind === 'rollback' ? 'rolled back' : 'approved';
-    return [h('strong', {}, e.approved_by), ` ${verb}`];
+    const at = e.kind === 'rollback' ? e.created_at : e.stages?.Review?.ended_at;
+    return [h('strong', {}, e.approved_by), ` ${verb}`, at ? h('div', { class: 'muted small' }, when(at)) : null];
   }
 
   function renderHistory() {
