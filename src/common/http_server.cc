@@ -313,7 +313,7 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
 
   // Hands the connection over to an HttpStream, which writes the head and then the body as it
   // comes. The connection is not reused after the stream.
-  void OpenStream(HttpResponse resp) {
+  void OpenStream(const HttpResponse& resp) {
     if (server_->open_streams() >= server_->max_streams_) {
       close_after_ = true;
       Write(HttpResponse::Json(
@@ -361,7 +361,7 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
 
   void Write(HttpResponse resp) {
     if (resp.on_stream) {
-      OpenStream(std::move(resp));
+      OpenStream(resp);
       return;
     }
     std::string out = HeadStart(resp);

@@ -104,7 +104,8 @@ std::map<std::string, TrafficSample> ComputeTraffic(
     if (code_class == "5xx") c.errors += delta;
   }
   std::map<std::string, TrafficSample> out;
-  for (const auto& [stack, counts] : per_stack) {
+  for (const auto& [name, counts] : per_stack) {
+    const std::string& stack = name;  // clang 14 cannot capture a structured binding
     auto routed = [&](std::string_view suffix) {
       auto it = routing.find(stack + std::string(suffix));
       return it == routing.end() ? std::string() : it->second;
