@@ -9,8 +9,9 @@
 // a commit and watches its execution reach "Waiting for approval", approves it with a comment,
 // sees production switch to the new version (on the page, and from the production listener
 // itself) and the history entry with the approver and the comment, then rolls back through the
-// confirmation dialog. Screenshots of each step, laptop (1366x850) and phone (390x844), go to
-// DIR. Any error in the page's console fails the test (except the HTTP errors a step expects).
+// confirmation dialog and rejects a third commit. Screenshots of each step, laptop (1366x850)
+// and phone (390x844), go to DIR. Any error in the page's console fails the test (except the
+// HTTP errors a step expects).
 // Prints one line per check and closes with "N passed, N failed".
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -468,6 +469,29 @@ async function main() {
     await page.locator('.history-table tr', { hasText: 'Rolling back to compare.' }).waitFor();
     ok('the rollback is in the history with its comment');
     await shot(page, '11-rolled-back');
+
+    // A third commit, rejected with a comment: production keeps its version.
+    const third = commitApp('red', 'Make the background red');
+    const e4 = await waitFor('the red commit to wait for approval', async () => {
+      const list = await apiGet('/api/v1/stacks/app/executions');
+      const e = list.executions.find((x) => x.commit === third);
+      return e && e.status === 'WaitingForApproval' ? e : null;
+    });
+    await page.locator('#review').waitFor({ state: 'visible' });
+    await page.locator('#review-comment').fill('Red is too loud.');
+    await page.getByRole('button', { name: 'Reject' }).click();
+    await page.locator('#notice', { hasText: 'rejected' }).waitFor();
+    const rejected = page.locator(`.history-table tr[data-execution="${e4.id}"]`);
+    await rejected.locator('[data-status="Rejected"]').waitFor();
+    const rejectedText = await rejected.textContent();
+    check(rejectedText.includes('admin rejected') && rejectedText.includes('Red is too loud.'),
+      'a rejection is in the history with who and the comment', rejectedText);
+    check(await fetchBody(prodPort) === 'blue\n', 'after the rejection production still serves its version');
+    await page.locator('#rollback[disabled]').waitFor();
+    const why = await page.locator('#rollback-why').textContent();
+    check(why.includes(e4.version) && why.includes('unapproved'),
+      'rollback is offered no more: the test side runs the rejected version', why);
+    await shot(page, '12-rejected');
 
     await load.stop();
     console.log(`# production load during the test: ${JSON.stringify(load.totals)}`);

@@ -97,28 +97,42 @@ export function stackView(ctx, name) {
 
   // ---- rendering
 
+  // What a rollback would make live, or why there is none: the version production ran before the
+  // last swap, which must still run on the test side (the server checks the same).
+  function rollbackPlan() {
+    const st = state.status;
+    const testSvc = service(st, otherSide(st.live));
+    const who = ctx.me();
+    const holding = holdsStack(st.execution) ? st.execution : state.executions.find(holdsStack);
+    const lastSwap = state.executions.find((e) => e.status === 'Succeeded' && e.stages?.Swap);
+    if (!who.can.approve) return { why: `Rolling back needs the approver or admin role; you are ${who.role}.` };
+    if (holding) return { why: `Execution #${holding.id} is in ${holding.stage}; roll back when it has ended.` };
+    if (!lastSwap) return { why: 'Nothing to roll back to: no swap has happened yet.' };
+    if (testSvc?.version !== lastSwap.from_version) {
+      return {
+        why: `The test side runs ${testSvc?.version || 'nothing'}, not ${lastSwap.from_version}, which production ran before the last swap: rolling back would make an unapproved version live.`,
+      };
+    }
+    if (testSvc.rollout?.state === 'in_progress') return { why: 'A rollout is in progress on the test side.' };
+    return { version: lastSwap.from_version };
+  }
+
   function renderHead() {
     const st = state.status;
-    const testSide = otherSide(st.live);
     const prodSvc = service(st, st.live);
-    const testSvc = service(st, testSide);
-    const who = ctx.me();
-    let why = '';
-    if (!who.can.approve) why = `Rolling back needs the approver or admin role; you are ${who.role}.`;
-    else if (!testSvc?.version || testSvc.version === prodSvc?.version) why = 'Nothing to roll back to: the test side runs no other version.';
-    else if (holdsStack(st.execution)) why = `Execution #${st.execution.id} is in ${st.execution.stage}; roll back when it has ended.`;
-    else if (testSvc.rollout?.state === 'in_progress') why = 'A rollout is in progress on the test side.';
+    const testSvc = service(st, otherSide(st.live));
+    const plan = rollbackPlan();
     const button = h('button', {
-      type: 'button', class: 'button', id: 'rollback', disabled: !!why || state.busy,
-      'aria-describedby': why ? 'rollback-why' : undefined, onclick: () => rollback(prodSvc, testSvc),
-    }, testSvc?.version && !why ? `Roll back to ${testSvc.version}…` : 'Roll back…');
+      type: 'button', class: 'button', id: 'rollback', disabled: !!plan.why || state.busy,
+      'aria-describedby': plan.why ? 'rollback-why' : undefined, onclick: () => rollback(prodSvc, testSvc),
+    }, plan.version ? `Roll back to ${plan.version}…` : 'Roll back…');
     fill(head,
       h('div', { class: 'stack-title' },
         h('h1', {}, st.name),
         h('span', { class: 'live-side' }, 'live: ', sideBadge(st.live)),
         h('span', { class: 'muted' }, `${st.runtime} runtime`)),
       h('div', { class: 'head-actions' }, button,
-        why ? h('p', { class: 'why', id: 'rollback-why' }, why) : null));
+        plan.why ? h('p', { class: 'why', id: 'rollback-why' }, plan.why) : null));
   }
 
   function sideCard(label, identifier, listener) {
@@ -380,6 +394,7 @@ export function stackView(ctx, name) {
       } else if (event === 'executions') {
         state.executions = data.executions || [];
         renderHistory();
+        if (state.status) renderHead();
       } else if (event === 'log') {
         onLog(data);
       } else if (event === 'metrics') {
