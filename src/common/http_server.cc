@@ -1,13 +1,15 @@
 #include "common/http_server.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <spdlog/spdlog.h>
 
 #include "common/http_parser.h"
 #include "common/net.h"
@@ -40,33 +42,167 @@ HttpResponse HttpResponse::Text(int status, std::string body) {
   return r;
 }
 
+HttpResponse HttpResponse::Stream(std::string content_type,
+                                  std::function<void(std::shared_ptr<HttpStream>)> on_open) {
+  HttpResponse r;
+  r.content_type = std::move(content_type);
+  r.on_stream = std::move(on_open);
+  return r;
+}
+
 namespace {
 
 std::string_view Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Status";
   }
 }
 
+// The status line, Content-Type and extra headers of a response, without the empty line.
+std::string HeadStart(const HttpResponse& resp) {
+  std::string out = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\n", resp.status,
+                                Reason(resp.status), resp.content_type);
+  for (const auto& [k, v] : resp.headers) out += fmt::format("{}: {}\r\n", k, v);
+  return out;
+}
+
 }  // namespace
+
+HttpStream::HttpStream(Socket socket, bool chunked)
+    : socket_(std::move(socket)), chunked_(chunked) {}
+
+HttpStream::~HttpStream() {
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+void HttpStream::Start() { ReadUntilClosed(); }
+
+void HttpStream::ReadUntilClosed() {
+  // The client sends nothing more that we use; a read that ends means it closed or reset.
+  auto self = shared_from_this();
+  socket_.async_read_some(asio::buffer(read_buf_),
+                          [this, self](const boost::system::error_code& ec, size_t) {
+                            if (ec) {
+                              if (!finishing_) Abort();
+                              return;
+                            }
+                            if (!closed_ || finishing_) ReadUntilClosed();
+                          });
+}
+
+bool HttpStream::Write(std::string_view data) {
+  if (closed_) return false;
+  if (data.empty()) return true;
+  if (chunked_) {
+    queued_ += fmt::format("{:x}\r\n", data.size());
+    queued_ += data;
+    queued_ += "\r\n";
+  } else {
+    queued_ += data;
+  }
+  if (queued_.size() > kMaxQueued) {
+    spdlog::warn("closing a stream: the client does not read ({} bytes queued)", queued_.size());
+    Abort();
+    return false;
+  }
+  Flush();
+  return true;
+}
+
+void HttpStream::Close() {
+  if (closed_) return;
+  closed_ = true;
+  finishing_ = true;
+  if (chunked_) queued_ += "0\r\n\r\n";
+  Flush();
+}
+
+void HttpStream::Flush() {
+  if (writing_ || !socket_.is_open()) return;
+  if (queued_.empty()) {
+    if (finishing_) {
+      boost::system::error_code ignored;
+      socket_.shutdown(generic_stream::socket::shutdown_both, ignored);
+      socket_.close(ignored);
+      NotifyClosed();
+    }
+    return;
+  }
+  writing_ = true;
+  in_flight_.swap(queued_);
+  queued_.clear();
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(in_flight_),
+                    [this, self](const boost::system::error_code& ec, size_t) {
+                      writing_ = false;
+                      in_flight_.clear();
+                      if (ec) {
+                        Abort();
+                        return;
+                      }
+                      Flush();
+                    });
+}
+
+void HttpStream::Abort() {
+  closed_ = true;
+  queued_.clear();
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  NotifyClosed();
+}
+
+void HttpStream::NotifyClosed() {
+  if (notified_) return;
+  notified_ = true;
+  if (!on_close_) return;
+  // Posted: the owner may be inside Write() right now.
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    std::function<void()> done = std::move(self->on_close_);
+    self->on_close_ = nullptr;
+    if (done) done();
+  });
+}
 
 Result<generic_stream::endpoint> ParseListenAddress(const std::string& a) {
   if (a.rfind("unix:", 0) == 0) {
@@ -110,9 +246,8 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
       }
       if (r == http::ParseResult::kError) {
         HttpResponse resp = HttpResponse::Json(
-            parser_.error().status,
-            std::string(R"({"error":{"code":"bad_request","message":")") +
-                std::string(parser_.error().reason) + "\"}}");
+            parser_.error().status, std::string(R"({"error":{"code":"bad_request","message":")") +
+                                        std::string(parser_.error().reason) + "\"}}");
         close_after_ = true;
         Write(std::move(resp));
         return;
@@ -133,7 +268,8 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
       if (head_.framing == http::BodyFraming::kContentLength &&
           head_.content_length > server_->max_body_) {
         close_after_ = true;
-        Write(HttpResponse::Json(413, R"({"error":{"code":"too_large","message":"request body too large"}})"));
+        Write(HttpResponse::Json(
+            413, R"({"error":{"code":"too_large","message":"request body too large"}})"));
         return;
       }
       body_.Start(head_.framing, head_.content_length);
@@ -145,14 +281,16 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
       const size_t n = body_.Consume(rest);
       if (body_.failed()) {
         close_after_ = true;
-        Write(HttpResponse::Json(400, R"({"error":{"code":"bad_request","message":"malformed body"}})"));
+        Write(HttpResponse::Json(400,
+                                 R"({"error":{"code":"bad_request","message":"malformed body"}})"));
         return;
       }
       AppendBody(rest.substr(0, n));
       consumed_ += n;
       if (req_.body.size() > server_->max_body_) {
         close_after_ = true;
-        Write(HttpResponse::Json(413, R"({"error":{"code":"too_large","message":"request body too large"}})"));
+        Write(HttpResponse::Json(
+            413, R"({"error":{"code":"too_large","message":"request body too large"}})"));
         return;
       }
     }
@@ -171,6 +309,29 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
       if (!*alive_) return;
       Write(std::move(resp));
     });
+  }
+
+  // Hands the connection over to an HttpStream, which writes the head and then the body as it
+  // comes. The connection is not reused after the stream.
+  void OpenStream(const HttpResponse& resp) {
+    if (server_->open_streams() >= server_->max_streams_) {
+      close_after_ = true;
+      Write(HttpResponse::Json(
+          429, fmt::format(R"({{"error":{{"code":"too_many_streams","message":"{} streams are )"
+                           R"(open, the most this server keeps"}}}})",
+                           server_->max_streams_)));
+      return;
+    }
+    const bool chunked = head_.version_minor >= 1;
+    std::string head = HeadStart(resp);
+    head += chunked ? "Transfer-Encoding: chunked\r\n" : "";
+    head += "Connection: close\r\n\r\n";
+    auto stream = std::make_shared<HttpStream>(std::move(sock_), chunked);
+    server_->streams_.push_back(stream);
+    stream->queued_ = std::move(head);
+    stream->Flush();
+    stream->Start();
+    resp.on_stream(stream);
   }
 
   // Chunked bodies arrive with their framing; strip it.
@@ -199,21 +360,17 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
   }
 
   void Write(HttpResponse resp) {
-    std::string out;
-    out.reserve(resp.body.size() + 256);
-    out += "HTTP/1.1 ";
-    out += std::to_string(resp.status);
-    out += ' ';
-    out += Reason(resp.status);
-    out += "\r\nContent-Type: ";
-    out += resp.content_type;
-    out += "\r\nContent-Length: ";
-    out += std::to_string(resp.body.size());
-    out += "\r\n";
-    for (const auto& [k, v] : resp.headers) {
-      out += k;
-      out += ": ";
-      out += v;
+    if (resp.on_stream) {
+      OpenStream(resp);
+      return;
+    }
+    std::string out = HeadStart(resp);
+    out.reserve(out.size() + resp.body.size() + 64);
+    if (resp.status == 304 || resp.status == 204) {
+      resp.body.clear();
+    } else {
+      out += "Content-Length: ";
+      out += std::to_string(resp.body.size());
       out += "\r\n";
     }
     if (close_after_ || !keep_alive_) out += "Connection: close\r\n";
@@ -256,9 +413,20 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
   HttpRequest req_;
 };
 
-HttpServer::HttpServer(asio::io_context& io, Handler handler, size_t max_body)
-    : io_(io), handler_(std::move(handler)), max_body_(max_body),
+HttpServer::HttpServer(asio::io_context& io, Handler handler, size_t max_body, size_t max_streams)
+    : io_(io),
+      handler_(std::move(handler)),
+      max_body_(max_body),
+      max_streams_(max_streams),
       alive_(std::make_shared<bool>(true)) {}
+
+size_t HttpServer::open_streams() {
+  streams_.remove_if([](const std::weak_ptr<HttpStream>& w) {
+    std::shared_ptr<HttpStream> s = w.lock();
+    return !s || s->closed();
+  });
+  return streams_.size();
+}
 
 HttpServer::~HttpServer() { Close(); }
 
@@ -299,28 +467,32 @@ Status HttpServer::Listen(const std::string& address) {
 
 void HttpServer::Accept() {
   auto alive = alive_;
-  acceptor_->async_accept([this, alive](const boost::system::error_code& ec,
-                                        generic_stream::socket sock) {
-    if (!*alive) return;
-    if (!ec) {
-      std::string peer = "unix";
-      boost::system::error_code ec2;
-      const auto remote = sock.remote_endpoint(ec2);
-      if (!ec2 && remote.size() >= sizeof(sockaddr_in) &&
-          (remote.data()->sa_family == AF_INET || remote.data()->sa_family == AF_INET6)) {
-        Endpoint e;
-        std::memcpy(&e.addr, remote.data(), remote.size());
-        e.len = static_cast<socklen_t>(remote.size());
-        peer = e.ToString();
-      }
-      std::make_shared<Session>(this, std::move(sock), std::move(peer))->Start();
-    }
-    if (acceptor_ && acceptor_->is_open()) Accept();
-  });
+  acceptor_->async_accept(
+      [this, alive](const boost::system::error_code& ec, generic_stream::socket sock) {
+        if (!*alive) return;
+        if (!ec) {
+          std::string peer = "unix";
+          boost::system::error_code ec2;
+          const auto remote = sock.remote_endpoint(ec2);
+          if (!ec2 && remote.size() >= sizeof(sockaddr_in) &&
+              (remote.data()->sa_family == AF_INET || remote.data()->sa_family == AF_INET6)) {
+            Endpoint e;
+            std::memcpy(&e.addr, remote.data(), remote.size());
+            e.len = static_cast<socklen_t>(remote.size());
+            peer = e.ToString();
+          }
+          std::make_shared<Session>(this, std::move(sock), std::move(peer))->Start();
+        }
+        if (acceptor_ && acceptor_->is_open()) Accept();
+      });
 }
 
 void HttpServer::Close() {
   if (alive_) *alive_ = false;
+  for (const std::weak_ptr<HttpStream>& w : streams_) {
+    if (std::shared_ptr<HttpStream> s = w.lock()) s->Abort();
+  }
+  streams_.clear();
   if (acceptor_) {
     boost::system::error_code ec;
     acceptor_->close(ec);

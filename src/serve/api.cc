@@ -226,6 +226,26 @@ void Api::Route(const std::vector<std::string>& p, const HttpRequest& req,
   if (p.size() >= 3 && (p[2] == "whoami" || p[2] == "tokens")) {
     return respond(TokenRoute(p, req, *who));
   }
+  // ---- The web console's live routes (docs/console.md); authorized like the other GETs. ----
+  if (live_ != nullptr) {
+    if (p.size() == 3 && p[2] == "stream") {
+      if (m == "GET") return respond(live_->OpenOverviewStream());
+      return respond(Error(405, "method_not_allowed", "use GET"));
+    }
+    if (p.size() == 5 && p[2] == "stacks" && (p[4] == "stream" || p[4] == "metrics")) {
+      if (m != "GET") return respond(Error(405, "method_not_allowed", "use GET"));
+      if (!ValidStackName(p[3])) return respond(Error(404, "not_found", "no such stack"));
+      Result<json> s = StackStatus(p[3]);
+      if (!s.ok()) {
+        return respond(s.status().code() == StatusCode::kNotFound
+                           ? Error(404, "not_found", s.status().message())
+                           : StoreError(s.status()));
+      }
+      if (p[4] == "stream") return respond(live_->OpenStackStream(p[3]));
+      return respond(HttpResponse::Json(200, live_->Metrics(p[3]).dump()));
+    }
+  }
+  // ---- End of the console's routes. ----
   if (p.size() == 3 && p[2] == "stacks") {
     if (m == "GET") return respond(ListStacks());
     return respond(Error(405, "method_not_allowed", "use GET"));

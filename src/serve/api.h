@@ -12,6 +12,7 @@
 
 #include "common/http_server.h"
 #include "serve/access.h"
+#include "serve/live_updates.h"
 #include "serve/pipeline.h"
 #include "serve/reconciler.h"
 #include "store/store.h"
@@ -28,6 +29,10 @@ class Api {
 
   // The status document of one stack (GET /api/v1/stacks/NAME), or NotFound.
   Result<nlohmann::json> StackStatus(const std::string& name);
+
+  // The web console's live routes (GET /api/v1/stream, /api/v1/stacks/NAME/stream and
+  // /api/v1/stacks/NAME/metrics) answer through `live` once it is attached.
+  void AttachConsole(LiveUpdates* live) { live_ = live; }
 
  private:
   void Route(const std::vector<std::string>& p, const HttpRequest& req,
@@ -60,6 +65,7 @@ class Api {
   Reconciler* reconciler_;
   Pipeline* pipeline_;
   Access access_;
+  LiveUpdates* live_ = nullptr;
 };
 
 // The changes `up` makes, in words: empty when `before` equals `after`. `before` is null for a

@@ -19,6 +19,9 @@
 #include "common/http_server.h"
 #include "serve/access.h"
 #include "serve/api.h"
+#include "serve/console_assets.h"
+#include "serve/live_updates.h"
+#include "serve/metrics_sampler.h"
 #include "serve/pipeline.h"
 #include "serve/reconciler.h"
 #include "store/store.h"
@@ -128,7 +131,15 @@ int RunServe(const ServeOptions& options) {
   reconciler.SetPipeline(&pipeline);
   boost::asio::io_context io(1);
   Api api(io, store->get(), &reconciler, &pipeline, *token_hash);
+  // The web console: its files, its live streams and the traffic samples they chart.
+  MetricsSampler metrics(Paths{dir, **install_id}.proxy_admin(),
+                         [&reconciler] { return reconciler.ProxyState(); });
+  LiveUpdates live(
+      io, store->get(), [&api](const std::string& stack) { return api.StackStatus(stack); },
+      &metrics);
+  api.AttachConsole(&live);
   HttpServer server(io, [&api](const HttpRequest& req, HttpServer::Respond respond) {
+    if (std::optional<HttpResponse> file = ConsoleAsset(req)) return respond(std::move(*file));
     api.Handle(req, std::move(respond));
   });
   Status st = server.Listen(options.api);
@@ -138,16 +149,20 @@ int RunServe(const ServeOptions& options) {
   }
   reconciler.Start();
   pipeline.Start();
-  spdlog::info("serve: state {}, API http://{}/api/v1", dir, server.address());
+  metrics.Start();
+  spdlog::info("serve: state {}, API http://{}/api/v1, console http://{}/", dir, server.address(),
+               server.address());
 
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code& e, int sig) {
     if (e) return;
     spdlog::info("signal {}: stopping serve (the proxy and the tasks keep running)", sig);
+    live.Stop();
     server.Close();
     io.stop();
   });
   io.run();
+  metrics.Stop();
   pipeline.Stop();
   reconciler.Stop();
   return 0;
