@@ -148,6 +148,7 @@ struct WatchOptions {
   std::string execution;  // a number; empty = the stack's current execution
   bool until_review = false;
   bool redraw = false;
+  int columns = 0;  // with redraw: the terminal's width; lines are cut to fit (0 = no limit)
   std::chrono::milliseconds timeout = std::chrono::minutes(30);
 };
 int RunWatch(const ClientOptions& client, const WatchOptions& options);
@@ -227,6 +228,10 @@ std::string FormatWatch(const nlohmann::json& execution, const std::string& name
 // ("Build Succeeded (12.3s)"), then "execution N STATUS[: reason]" when its status changed.
 std::vector<std::string> WatchChanges(const nlohmann::json& before, const nlohmann::json& after,
                                       int64_t now_ms);
+
+// `text` with every line cut to at most `columns` - 1 bytes (never inside a UTF-8 sequence), so
+// that no line wraps on a terminal that wide; unchanged when columns <= 1.
+std::string FitLines(std::string_view text, int columns);
 
 // `text` with `prefix` and ": " in front of every non-empty line, each line ending in '\n'.
 // Used to show stack file problems as "stack.yaml: line 4: key: what is wrong".

@@ -758,6 +758,26 @@ std::vector<std::string> WatchChanges(const json& before, const json& after, int
   return lines;
 }
 
+std::string FitLines(std::string_view text, int columns) {
+  if (columns <= 1) return std::string(text);
+  const size_t limit = static_cast<size_t>(columns - 1);
+  std::string out;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    if (line.size() > limit) {
+      size_t cut = limit;
+      while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+      line = line.substr(0, cut);
+    }
+    out += line;
+    if (nl == std::string_view::npos) break;
+    out += '\n';
+    text.remove_prefix(nl + 1);
+  }
+  return out;
+}
+
 std::string FormatTokens(const json& answer, int64_t now_ms) {
   const json& list = Array(Get(answer, "tokens"));
   if (list.empty()) {

@@ -394,7 +394,8 @@ int RunWatch(const ClientOptions& c, const WatchOptions& o) {
       if (o.redraw) {
         // Back to the first line drawn last time, clear to the end of the screen, draw again.
         if (drawn_lines > 0) *c.out << "\x1b[" << drawn_lines << "F\x1b[J";
-        const std::string block = FormatWatch(e.body, o.name, now);
+        // Cut to the terminal's width: a wrapped line would throw the redraw off.
+        const std::string block = FitLines(FormatWatch(e.body, o.name, now), o.columns);
         drawn_lines = static_cast<size_t>(std::count(block.begin(), block.end(), '\n'));
         *c.out << block;
       } else {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -641,6 +642,8 @@ int RunQuickstart(const ClientOptions& c, const QuickstartOptions& o) {
   watch.execution = execution;
   watch.until_review = true;
   watch.redraw = !c.json && ::isatty(STDOUT_FILENO) == 1;
+  winsize size{};
+  if (watch.redraw && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0) watch.columns = size.ws_col;
   watch.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::max(deadline - Clock::now(), Clock::duration(std::chrono::seconds(1))));
   if (int rc = RunWatch(quiet, watch); rc != kExitOk) {

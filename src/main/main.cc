@@ -1,5 +1,6 @@
 // The bluegreen executable: flag parsing and dispatch to the components. The only code here that
 // is not shared with the tests.
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -434,6 +435,10 @@ int main(int argc, char** argv) {
   if (watch->parsed()) {
     if (!ParseTimeout(watch_timeout, &watch_options.timeout)) return bluegreen::cli::kExitBadInput;
     watch_options.redraw = ::isatty(STDOUT_FILENO) == 1;
+    winsize size{};
+    if (watch_options.redraw && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0) {
+      watch_options.columns = size.ws_col;
+    }
     return bluegreen::cli::RunWatch(client, watch_options);
   }
   if (secret_set->parsed()) return bluegreen::cli::RunSecretSet(client, secret_options);

@@ -470,6 +470,15 @@ TEST(CliPipelineFormat, WatchShowsEachStageWithItsTime) {
   EXPECT_NO_THROW(FormatWatch(json{{"stages", 5}, {"status", json::array()}}, "demo", 0));
 }
 
+TEST(CliPipelineFormat, FitLinesCutsToTheTerminalWidth) {
+  EXPECT_EQ(FitLines("abcdef\nab\n", 5), "abcd\nab\n");
+  EXPECT_EQ(FitLines("abcdef", 0), "abcdef");
+  // Never inside a UTF-8 sequence: "é" is 2 bytes at offsets 3-4.
+  EXPECT_EQ(FitLines("abcé\n", 5), "abc\n");
+  EXPECT_EQ(FitLines("abcé\n", 6), "abcé\n");
+  EXPECT_EQ(FitLines("", 10), "");
+}
+
 TEST(CliPipelineFormat, WatchChangesSaysWhatChanged) {
   json before = kWaitingExecution;
   before["status"] = "InProgress";
