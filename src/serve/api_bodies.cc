@@ -1,9 +1,9 @@
 #include "serve/api_bodies.h"
 
+#include <fmt/format.h>
+
 #include <cctype>
 #include <exception>
-
-#include <fmt/format.h>
 
 namespace bluegreen::serve {
 
@@ -58,8 +58,7 @@ Result<VersionBody> ParseVersionBody(const json& body) {
     return InvalidArgument("version, artifact_dir and image must be strings");
   }
   if (!ValidVersionName(v.version)) {
-    return InvalidArgument(
-        fmt::format("bad version {:?}: use [A-Za-z0-9._-]{{1,64}}", v.version));
+    return InvalidArgument(fmt::format("bad version {:?}: use [A-Za-z0-9._-]{{1,64}}", v.version));
   }
   if (v.artifact_dir.empty() == v.image.empty()) {
     return InvalidArgument("give exactly one of artifact_dir and image");

@@ -5,10 +5,9 @@
 // bad_request the API answers. They are pure functions: safe to call from any thread.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "serve/access.h"

@@ -41,8 +41,7 @@ Result<PushEvent> ParsePushEvent(std::string_view body) {
   if (!payload.is_object()) return InvalidArgument("the payload is not a JSON object");
   auto ref = payload.find("ref");
   auto after = payload.find("after");
-  if (ref == payload.end() || after == payload.end() || !ref->is_string() ||
-      !after->is_string()) {
+  if (ref == payload.end() || after == payload.end() || !ref->is_string() || !after->is_string()) {
     return InvalidArgument("a push event has string `ref` and `after`");
   }
   return PushEvent{ref->get<std::string>(), after->get<std::string>()};

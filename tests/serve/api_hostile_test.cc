@@ -9,14 +9,14 @@
 // - No secret in any log: a pipeline flow with a git token, a webhook secret, a repository URL
 //   with a password and created API tokens, then every file of the state dir (but the secrets
 //   and admin.token, where they belong) and serve's stderr are searched for each of them.
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "pipeline_harness.h"
 
@@ -32,8 +32,7 @@ std::string ErrorField(const ApiAnswer& a, const char* key) {
 }
 
 // `a` is the API's error answer with `status` and `code` and a message.
-void ExpectError(const ApiAnswer& a, int status, const std::string& code,
-                 const std::string& what) {
+void ExpectError(const ApiAnswer& a, int status, const std::string& code, const std::string& what) {
   EXPECT_EQ(a.status, status) << what << ": " << a.body;
   EXPECT_EQ(ErrorField(a, "code"), code) << what << ": " << a.body;
   EXPECT_FALSE(ErrorField(a, "message").empty()) << what << ": " << a.body;
@@ -97,18 +96,21 @@ class HostileApiTest : public PipelineTest {
     BG_ASSERT_OK_AND_ASSIGN(ApiAnswer put, Api("PUT", "/api/v1/stacks/demo", f.ToYaml()));
     ASSERT_EQ(put.status, 201) << put.body;
     BG_ASSERT_OK_AND_ASSIGN(std::string v1, MakeVersion("v1"));
-    BG_ASSERT_OK_AND_ASSIGN(
-        ApiAnswer reg, Api("POST", "/api/v1/stacks/demo/versions",
-                           Json{{"version", "v1"}, {"artifact_dir", v1}}.dump()));
+    BG_ASSERT_OK_AND_ASSIGN(ApiAnswer reg,
+                            Api("POST", "/api/v1/stacks/demo/versions",
+                                Json{{"version", "v1"}, {"artifact_dir", v1}}.dump()));
     ASSERT_EQ(reg.status, 201) << reg.body;
   }
 };
 
 // The endpoints that read a JSON body.
 const std::vector<std::string> kJsonEndpoints = {
-    "/api/v1/stacks/demo/versions", "/api/v1/stacks/demo/deploy",
-    "/api/v1/stacks/demo/release",  "/api/v1/stacks/demo/approve",
-    "/api/v1/stacks/demo/reject",   "/api/v1/stacks/demo/rollback",
+    "/api/v1/stacks/demo/versions",
+    "/api/v1/stacks/demo/deploy",
+    "/api/v1/stacks/demo/release",
+    "/api/v1/stacks/demo/approve",
+    "/api/v1/stacks/demo/reject",
+    "/api/v1/stacks/demo/rollback",
     "/api/v1/tokens",
 };
 
@@ -135,9 +137,9 @@ TEST_F(HostileApiTest, MalformedJsonIsRefusedOnEveryJsonEndpoint) {
   };
   for (const std::string& path : kJsonEndpoints) {
     for (const std::string& body : bodies) {
-      const std::string what = "POST " + path + " with " + Json(body.substr(0, 40)).dump(
-                                                               -1, ' ', false,
-                                                               Json::error_handler_t::replace);
+      const std::string what =
+          "POST " + path + " with " +
+          Json(body.substr(0, 40)).dump(-1, ' ', false, Json::error_handler_t::replace);
       BG_ASSERT_OK_AND_ASSIGN(ApiAnswer a, Api("POST", path, body));
       ExpectError(a, 400, "bad_request", what);
     }
@@ -153,9 +155,11 @@ TEST_F(HostileApiTest, MalformedJsonIsRefusedOnEveryJsonEndpoint) {
       {"/api/v1/stacks/demo/versions", {{"version", 1}, {"image", "x"}}, "must be strings"},
       {"/api/v1/stacks/demo/versions", {{"version", "v2"}, {"image", {"x"}}}, "must be strings"},
       {"/api/v1/stacks/demo/versions", {{"version", "../../x"}, {"image", "x"}}, "bad version"},
-      {"/api/v1/stacks/demo/versions", {{"version", ".."}, {"artifact_dir", "/tmp"}},
+      {"/api/v1/stacks/demo/versions",
+       {{"version", ".."}, {"artifact_dir", "/tmp"}},
        "bad version"},
-      {"/api/v1/stacks/demo/versions", {{"version", "v2"}, {"artifact_dir", "../../etc"}},
+      {"/api/v1/stacks/demo/versions",
+       {{"version", "v2"}, {"artifact_dir", "../../etc"}},
        "artifact_dir"},
       {"/api/v1/stacks/demo/versions", {{"version", "v2"}}, "exactly one"},
       {"/api/v1/stacks/demo/deploy", {{"version", nullptr}}, "version"},
@@ -226,9 +230,8 @@ TEST_F(HostileApiTest, BodyOverTheLimitIs413AndChangesNothing) {
                 "too_large", method + " " + path + " chunked");
   }
   // Under the limit but over what a field allows: 400.
-  BG_ASSERT_OK_AND_ASSIGN(
-      ApiAnswer secret,
-      Api("PUT", "/api/v1/stacks/demo/secrets/git_token", std::string(4097, 's')));
+  BG_ASSERT_OK_AND_ASSIGN(ApiAnswer secret, Api("PUT", "/api/v1/stacks/demo/secrets/git_token",
+                                                std::string(4097, 's')));
   ExpectError(secret, 400, "bad_request", "a 4097-byte secret");
   BG_ASSERT_OK_AND_ASSIGN(ApiAnswer ok, Api("GET", "/api/v1/healthz"));
   EXPECT_EQ(ok.status, 200) << "serve is not well after the big bodies: " << ok.body;
@@ -246,9 +249,11 @@ TEST_F(HostileApiTest, OddNamesInPathsAreRefusedAndTouchNoFile) {
   const std::map<std::string, uintmax_t> files_before = Files(root_, moving);
 
   const std::vector<std::string> names = {
-      "..",     "%2e%2e", "%2E%2E%2Fx", "..%2fx", "a%2fb",        "%00",
-      "a%00b",  ".",      "~",          "x\\..",  "DEMO",         std::string(300, 'a'),
-      "%2fetc", "%20",        "demo%0d%0aX-A:%20b",
+      "..",     "%2e%2e", "%2E%2E%2Fx",
+      "..%2fx", "a%2fb",  "%00",
+      "a%00b",  ".",      "~",
+      "x\\..",  "DEMO",   std::string(300, 'a'),
+      "%2fetc", "%20",    "demo%0d%0aX-A:%20b",
   };
   const std::vector<std::string> slashed = {"../x", "a/b", "../../etc/passwd", "./demo", "x/.."};
   for (const std::string& n : names) {
@@ -269,8 +274,8 @@ TEST_F(HostileApiTest, OddNamesInPathsAreRefusedAndTouchNoFile) {
     for (const auto& [method, path] : calls) {
       const std::string body = method == "GET" || method == "DELETE" ? "" : "x";
       BG_ASSERT_OK_AND_ASSIGN(ApiAnswer a, Api(method, path, body));
-      EXPECT_TRUE(a.status == 400 || a.status == 404) << method << " " << path << ": " << a.status
-                                                      << " " << a.body;
+      EXPECT_TRUE(a.status == 400 || a.status == 404)
+          << method << " " << path << ": " << a.status << " " << a.body;
       EXPECT_TRUE(a.json.is_object()) << method << " " << path << ": " << a.body;
     }
   }
@@ -279,14 +284,16 @@ TEST_F(HostileApiTest, OddNamesInPathsAreRefusedAndTouchNoFile) {
          {"/api/v1/stacks/" + n + "/secrets/git_token", "/api/v1/stacks/demo/secrets/" + n,
           "/api/v1/tokens/" + n, "/api/v1/stacks/" + n}) {
       BG_ASSERT_OK_AND_ASSIGN(ApiAnswer a, Api("PUT", path, "x"));
-      EXPECT_TRUE(a.status == 400 || a.status == 404) << "PUT " << path << ": " << a.status << " "
-                                                      << a.body;
+      EXPECT_TRUE(a.status == 400 || a.status == 404)
+          << "PUT " << path << ": " << a.status << " " << a.body;
     }
   }
   // A raw NUL in the target is a bad request line.
   BG_ASSERT_OK_AND_ASSIGN(auto conn, proxy_test::HttpConnection::Connect(api_port_));
-  (void)conn->Send("PUT /api/v1/stacks/demo/secrets/a\0b HTTP/1.1\r\nHost: a\r\n"
-                   "Authorization: Bearer "s + token_ + "\r\nContent-Length: 1\r\n\r\nx");
+  (void)conn->Send(
+      "PUT /api/v1/stacks/demo/secrets/a\0b HTTP/1.1\r\nHost: a\r\n"
+      "Authorization: Bearer "s +
+      token_ + "\r\nContent-Length: 1\r\n\r\nx");
   auto raw = conn->ReadResponse(proxy_test::ReadOptions{.timeout = 5s});
   if (raw.ok()) {
     EXPECT_EQ(raw->status, 400) << *raw;
@@ -305,9 +312,9 @@ TEST_F(HostileApiTest, NoSecretInAnyLogLine) {
   // API tokens of each role, used below.
   std::map<std::string, std::string> tokens;
   for (const char* role : {"viewer", "approver"}) {
-    BG_ASSERT_OK_AND_ASSIGN(
-        ApiAnswer t, Api("POST", "/api/v1/tokens",
-                         Json{{"name", std::string("t-") + role}, {"role", role}}.dump()));
+    BG_ASSERT_OK_AND_ASSIGN(ApiAnswer t,
+                            Api("POST", "/api/v1/tokens",
+                                Json{{"name", std::string("t-") + role}, {"role", role}}.dump()));
     ASSERT_EQ(t.status, 201) << t.body;
     tokens[role] = t.json.value("token", "");
   }
@@ -318,9 +325,8 @@ TEST_F(HostileApiTest, NoSecretInAnyLogLine) {
   // A pipeline that runs: first release by polling, the next by a signed webhook.
   BG_ASSERT_OK_AND_ASSIGN(PipelineStack f, NewPipelineStack("leaky"));
   BG_ASSERT_OK(FirstRun(f, {"blue"}).status());
-  for (const auto& [key, value] :
-       std::vector<std::pair<std::string, std::string>>{{"git_token", git_token},
-                                                        {"webhook_secret", hook_secret}}) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"git_token", git_token}, {"webhook_secret", hook_secret}}) {
     BG_ASSERT_OK_AND_ASSIGN(ApiAnswer s, Api("PUT", "/api/v1/stacks/leaky/secrets/" + key, value));
     ASSERT_EQ(s.status, 200) << s.body;
     EXPECT_EQ(s.body.find(value), std::string::npos) << s.body;
@@ -347,15 +353,14 @@ TEST_F(HostileApiTest, NoSecretInAnyLogLine) {
                    [](const Json& x) { return x.value("status", "") == "WaitingForApproval"; },
                    kExecTimeout, "to wait for approval")
                    .status());
-  BG_ASSERT_OK_AND_ASSIGN(ApiAnswer approve, Api("POST", "/api/v1/stacks/leaky/approve",
-                                                 Json{{"comment", "ok"}}.dump(),
-                                                 tokens["approver"]));
+  BG_ASSERT_OK_AND_ASSIGN(
+      ApiAnswer approve, Api("POST", "/api/v1/stacks/leaky/approve", Json{{"comment", "ok"}}.dump(),
+                             tokens["approver"]));
   ASSERT_EQ(approve.status, 200) << approve.body;
   BG_ASSERT_OK(WaitExecutionStatus(f.name, id, "Succeeded").status());
-  BG_ASSERT_OK_AND_ASSIGN(ApiAnswer viewed,
-                          Api("GET", "/api/v1/stacks/leaky/executions/" + std::to_string(id) +
-                                         "/log",
-                              "", tokens["viewer"]));
+  BG_ASSERT_OK_AND_ASSIGN(
+      ApiAnswer viewed, Api("GET", "/api/v1/stacks/leaky/executions/" + std::to_string(id) + "/log",
+                            "", tokens["viewer"]));
   EXPECT_EQ(viewed.status, 200) << viewed.body;
 
   // A repository over https that cannot be reached, with the token and a password in its URL:
@@ -399,11 +404,11 @@ TEST_F(HostileApiTest, NoSecretInAnyLogLine) {
   // The store keeps the stack file as written, password in its repository URL included (docs
   // recommend the git_token secret instead): it is state, not a log, and is not searched.
   const std::map<std::string, uintmax_t> files =
-      Files(state_dir_, {"secrets", "admin.token", "bluegreen.db", "bluegreen.db-wal",
-                         "bluegreen.db-shm"});
-  EXPECT_TRUE(std::any_of(files.begin(), files.end(),
-                          [](const auto& kv) { return kv.first.rfind("logs/", 0) == 0; }))
-      << "no log file to search";
+      Files(state_dir_,
+            {"secrets", "admin.token", "bluegreen.db", "bluegreen.db-wal", "bluegreen.db-shm"});
+  EXPECT_TRUE(std::any_of(files.begin(), files.end(), [](const auto& kv) {
+    return kv.first.rfind("logs/", 0) == 0;
+  })) << "no log file to search";
   for (const auto& [path, size] : files) haystacks[path] = Slurp(state_dir_ + "/" + path);
   for (const char* path : {"status", "executions", "events"}) {
     for (const char* stack : {"leaky", "remote"}) {
