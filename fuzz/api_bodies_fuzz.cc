@@ -16,20 +16,13 @@
 
 #include "serve/access.h"
 #include "serve/api_bodies.h"
+#include "fuzz_check.h"
 
 namespace {
 
 using bluegreen::Status;
 using bluegreen::StatusCode;
 using nlohmann::json;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 // The error body the API answers with (serve/api.cc Error()): it must serialize.
 void CheckError(const Status& st) {

@@ -15,16 +15,9 @@
 #include <string_view>
 
 #include "serve/webhook.h"
+#include "fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 constexpr std::string_view kSecret = "it's a secret to everybody";
 constexpr std::string_view kBranch = "main";

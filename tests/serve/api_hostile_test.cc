@@ -63,15 +63,6 @@ std::string Slurp(const fs::path& p) {
 
 class HostileApiTest : public PipelineTest {
  protected:
-  // GET PATH as admin; its JSON.
-  Json Get(const std::string& path) {
-    auto r = Api("GET", path);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return Json();
-    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
-    return r->json;
-  }
-
   // Everything a call on stack `s` could change, as the API shows it, plus the secrets on disk.
   Json Snapshot(const std::string& s) {
     Json snap;
