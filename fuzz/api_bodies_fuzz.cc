@@ -14,9 +14,9 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_check.h"
 #include "serve/access.h"
 #include "serve/api_bodies.h"
-#include "fuzz_check.h"
 
 namespace {
 

@@ -14,8 +14,8 @@
 #include <string>
 #include <string_view>
 
-#include "serve/webhook.h"
 #include "fuzz_check.h"
+#include "serve/webhook.h"
 
 namespace {
 
