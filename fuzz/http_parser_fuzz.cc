@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/http_parser.h"
+#include "fuzz_check.h"
 
 namespace {
 
@@ -32,14 +33,6 @@ using bluegreen::http::ParseError;
 using bluegreen::http::ParseResult;
 using bluegreen::http::RequestHead;
 using bluegreen::http::ResponseHead;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 constexpr int kMaxMessages = 8;
 

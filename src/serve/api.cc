@@ -17,6 +17,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "serve/api_bodies.h"
+
 namespace bluegreen::serve {
 namespace {
 
@@ -40,28 +42,13 @@ bool ValidStackName(std::string_view n) {
   return true;
 }
 
-bool ValidVersionName(std::string_view n) {
-  if (n.empty() || n.size() > 64 || n == "." || n == "..") return false;
-  for (char c : n) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
-
 std::optional<json> ParseBody(const HttpRequest& req, HttpResponse* error) {
-  try {
-    json j = json::parse(req.body.empty() ? std::string("{}") : req.body);
-    if (!j.is_object()) {
-      *error = Error(400, "bad_request", "the body must be a JSON object");
-      return std::nullopt;
-    }
-    return j;
-  } catch (const std::exception& e) {
-    *error = Error(400, "bad_request", fmt::format("malformed JSON: {}", e.what()));
+  Result<json> j = ParseJsonObject(req.body);
+  if (!j.ok()) {
+    *error = Error(400, "bad_request", j.status().message());
     return std::nullopt;
   }
+  return std::move(*j);
 }
 
 json OptString(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
@@ -574,22 +561,13 @@ void Api::PostVersion(const std::string& name, const HttpRequest& req,
   Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
   if (!rec.ok()) return respond(StoreError(rec.status()));
   if (!rec->has_value()) return respond(Error(404, "not_found", "no stack named " + name));
+  Result<VersionBody> fields = ParseVersionBody(*body);
+  if (!fields.ok()) return respond(Error(400, "bad_request", fields.status().message()));
   store::VersionRecord v;
   v.stack = name;
-  try {
-    v.version = body->value("version", "");
-    v.artifact_dir = body->value("artifact_dir", "");
-    v.image = body->value("image", "");
-  } catch (const std::exception&) {
-    return respond(Error(400, "bad_request", "version, artifact_dir and image must be strings"));
-  }
-  if (!ValidVersionName(v.version)) {
-    return respond(Error(400, "bad_request",
-                         fmt::format("bad version {:?}: use [A-Za-z0-9._-]{{1,64}}", v.version)));
-  }
-  if (v.artifact_dir.empty() == v.image.empty()) {
-    return respond(Error(400, "bad_request", "give exactly one of artifact_dir and image"));
-  }
+  v.version = std::move(fields->version);
+  v.artifact_dir = std::move(fields->artifact_dir);
+  v.image = std::move(fields->image);
   if (!v.artifact_dir.empty()) {
     std::error_code ec;
     if (v.artifact_dir[0] != '/' || !std::filesystem::is_directory(v.artifact_dir, ec)) {
@@ -618,9 +596,9 @@ void Api::PostDeploy(const std::string& name, const HttpRequest& req,
   HttpResponse error;
   std::optional<json> body = ParseBody(req, &error);
   if (!body) return respond(error);
-  const json& jv = (*body)["version"];
-  if (!jv.is_string()) return respond(Error(400, "bad_request", "version (a string) is required"));
-  const std::string version = jv.get<std::string>();
+  Result<std::string> field = ParseDeployBody(*body);
+  if (!field.ok()) return respond(Error(400, "bad_request", field.status().message()));
+  const std::string version = std::move(*field);
   Result<std::optional<store::StackRecord>> rec = store_->GetStack(name);
   if (!rec.ok()) return respond(StoreError(rec.status()));
   if (!rec->has_value() || (*rec)->deleting) {
@@ -689,16 +667,11 @@ void Api::PipelineAction(const std::string& name, const std::string& action,
   HttpResponse error;
   std::optional<json> body = ParseBody(req, &error);
   if (!body) return respond(error);
-  std::string comment;
-  if (body->contains("comment")) {
-    if (!(*body)["comment"].is_string()) {
-      return respond(Error(400, "bad_request", "comment must be a string"));
-    }
-    comment = (*body)["comment"].get<std::string>();
-    if (comment.size() > 4096) {
-      return respond(Error(400, "bad_request", "comment is longer than 4096 bytes"));
-    }
+  Result<std::string> comment_field = ParseCommentBody(*body);
+  if (!comment_field.ok()) {
+    return respond(Error(400, "bad_request", comment_field.status().message()));
   }
+  const std::string comment = std::move(*comment_field);
   const std::string& who = caller.name;
   Result<store::ExecutionRecord> e = Status(StatusCode::kInternal, "unknown action");
   if (action == "release") {
@@ -889,22 +862,11 @@ HttpResponse Api::CreateToken(const HttpRequest& req, const Identity& who) {
   HttpResponse error;
   std::optional<json> body = ParseBody(req, &error);
   if (!body) return error;
-  const json& jn = (*body)["name"];
-  const json& jr = (*body)["role"];
-  if (!jn.is_string() || !ValidTokenName(jn.get<std::string>())) {
-    return Error(400, "bad_request",
-                 fmt::format("bad token name {}: use [a-z0-9][a-z0-9._-]{{0,63}}",
-                             jn.dump(-1, ' ', false, json::error_handler_t::replace)));
-  }
-  std::optional<Role> role = jr.is_string() ? ParseRole(jr.get<std::string>()) : std::nullopt;
-  if (!role) {
-    return Error(400, "bad_request",
-                 fmt::format("bad role {}: use viewer, approver or admin",
-                             jr.dump(-1, ' ', false, json::error_handler_t::replace)));
-  }
+  Result<TokenBody> fields = ParseTokenBody(*body);
+  if (!fields.ok()) return Error(400, "bad_request", fields.status().message());
   store::TokenRecord t;
-  t.name = jn.get<std::string>();
-  t.role = std::string(RoleName(*role));
+  t.name = fields->name;
+  t.role = std::string(RoleName(fields->role));
   t.created_by = who.name;
   t.created_at = store::NowSeconds();
   if (t.name == kBootstrapTokenName) {

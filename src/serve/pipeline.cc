@@ -1,8 +1,5 @@
 #include "serve/pipeline.h"
 
-#include <openssl/crypto.h>
-#include <openssl/hmac.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,6 +16,7 @@
 #include "pipeline/buildspec.h"
 #include "pipeline/git.h"
 #include "runtime/container_runtime.h"
+#include "serve/webhook.h"
 
 namespace bluegreen::serve {
 namespace {
@@ -60,12 +58,6 @@ std::string CleanUtf8(const std::string& s) {
 
 bool Terminal(const std::string& status) {
   return status != "InProgress" && status != "WaitingForApproval";
-}
-
-std::string Hex(const unsigned char* p, size_t n) {
-  std::string out;
-  for (size_t i = 0; i < n; ++i) out += fmt::format("{:02x}", p[i]);
-  return out;
 }
 
 // The image a build of `version` makes: localhost/bluegreen/STACK:VERSION. An image name's parts
@@ -615,37 +607,21 @@ Result<std::optional<store::ExecutionRecord>> Pipeline::Webhook(const std::strin
                   "no webhook secret is set for this stack (bluegreen secret set " + stack +
                       " webhook_secret)");
   }
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &len);
-  const std::string expected = "sha256=" + Hex(mac, len);
-  if (signature.size() != expected.size() ||
-      CRYPTO_memcmp(signature.data(), expected.data(), expected.size()) != 0) {
+  if (!WebhookSignatureMatches(secret, body, signature)) {
     return Status(StatusCode::kUnauthenticated, "missing or wrong X-Hub-Signature-256");
   }
-  json payload = json::parse(body, nullptr, false);
-  if (!payload.is_object()) return InvalidArgument("the payload is not a JSON object");
+  Result<PushEvent> event = ParsePushEvent(body);
+  if (!event.ok()) return event.status();
   Result<std::optional<store::StackRecord>> rec = store_->GetStack(stack);
   if (!rec.ok()) return rec.status();
   if (!rec->has_value()) return NotFound("no stack named " + stack);
   Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json);
   if (!spec.ok()) return spec.status();
-  const json& jref = payload["ref"];
-  const json& jafter = payload["after"];
-  if (!jref.is_string() || !jafter.is_string()) {
-    return InvalidArgument("a push event has string `ref` and `after`");
-  }
-  const std::string ref = jref.get<std::string>();
-  const std::string after = jafter.get<std::string>();
-  if (ref != "refs/heads/" + spec->source.branch) return std::optional<store::ExecutionRecord>();
-  if (after.size() != 40 || after.find_first_not_of("0123456789abcdef") != std::string::npos) {
-    return InvalidArgument("`after` is not a commit id");
-  }
-  // A deleted branch (all zeros) or a commit already seen starts nothing.
-  if (after == std::string(40, '0') || after == (*rec)->last_commit) {
-    return std::optional<store::ExecutionRecord>();
-  }
+  Result<std::optional<std::string>> commit =
+      CommitToBuild(*event, spec->source.branch, (*rec)->last_commit);
+  if (!commit.ok()) return commit.status();
+  if (!commit->has_value()) return std::optional<store::ExecutionRecord>();
+  const std::string& after = **commit;
   Result<store::ExecutionRecord> e = Release(stack, "webhook", after);
   if (!e.ok()) return e.status();
   (void)store_->SetLastCommit(stack, after);

@@ -41,9 +41,11 @@ std::string ExpandPort(const std::string& arg, int port) {
 }
 
 // GCC 12 reports a false maybe-uninitialized for the default StatusMatcher of a
-// HealthCheckConfig built here; the matcher is always assigned below.
+// HealthCheckConfig built here; the matcher is always assigned below. (Clang has no such warning.)
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 proxy::HealthCheckConfig ToProxyCheck(const stack::HealthCheckSpec& h) {
   proxy::HealthCheckConfig c;
   c.path = h.path;
@@ -55,7 +57,9 @@ proxy::HealthCheckConfig ToProxyCheck(const stack::HealthCheckSpec& h) {
   if (m.ok()) c.matcher = *m;
   return c;
 }
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 std::string Address(const store::TaskRecord& t) { return fmt::format("127.0.0.1:{}", t.port); }
 

@@ -1,5 +1,7 @@
 // Integration tests of how `bluegreen proxy` reads client requests: malformed and smuggling
-// attempts (RFC 9112), limits, pipelining, HTTP/1.0, absolute-form targets and client timeouts.
+// attempts (RFC 9112: CL.TE, TE.CL, TE.TE obfuscations, bad chunk sizes and extensions, header
+// injection), limits, pipelining, odd but valid framings, HTTP/1.0, absolute-form targets, and
+// slowloris heads and stalled bodies.
 // Each bad request must get the documented status, a 400 must close the connection, and nothing of
 // a rejected request may reach the backend. Real binary, real backend on loopback (see harness.h).
 
@@ -131,6 +133,100 @@ std::vector<BadRequest> BadRequests() {
       {"GzipChunked",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
   };
+  // TE.TE: obfuscated Transfer-Encoding values one side might read as chunked and the other not.
+  const std::vector<BadRequest> te_te = {
+      {"ChunkedThenIdentity",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + s,
+       400},
+      {"ChunkedQuoted",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n" + s,
+       400},
+      {"ChunkedVerticalTab",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\x0b\r\n\r\n0\r\n\r\n" + s,
+       400},
+      {"ChunkedNulByte",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\0\r\n\r\n0\r\n\r\n"s + s,
+       400},
+      {"TransferEncodingEmpty",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n" + s, 400},
+      {"TransferEncodingFoldedValue",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" + s,
+       400},
+      {"TransferEncodingFoldedName",
+       "POST / HTTP/1.1\r\nHost: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + s, 400},
+      {"TransferEncodingTabBeforeColon",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n0\r\n\r\n" + s,
+       400},
+      {"XChunkedWithContentLength",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: xchunked\r\n\r\n"
+       "0\r\n\r\n" +
+           s,
+       400},
+      {"ChunkedThenXChunkedFields",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n"
+       "0\r\n\r\n" +
+           s,
+       400},
+      {"ContentLengthList", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello" + s,
+       400},
+      {"ContentLengthEmpty", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n" + s, 400},
+      // Chunk sizes and extensions.
+      {"ChunkExtensionTooLong",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=" +
+           std::string(5000, 'e') + "\r\nhello\r\n0\r\n\r\n" + s,
+       400, true},
+      {"ChunkExtensionBareLf",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\nhello\r\n"
+       "0\r\n\r\n" +
+           s,
+       400, true},
+      {"ChunkExtensionBareCr",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x\ry\r\nhello\r\n"
+       "0\r\n\r\n" +
+           s,
+       400, true},
+      {"ChunkExtensionUnterminatedQuote",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=\"y\r\nhello\r\n"
+       "0\r\n\r\n" +
+           s,
+       400, true},
+      {"ChunkSizeHexPrefix",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n"
+       "0\r\n\r\n" +
+           s,
+       400, true},
+      {"ChunkSizeSigned",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n"
+       "0\r\n\r\n" +
+           s,
+       400, true},
+      {"ChunkSizeEmpty",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n" +
+           s,
+       400, true},
+      {"LastChunkWithoutEnd",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + s, 400, true},
+      {"TrailerFolded",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: a\r\n b\r\n"
+       "\r\n" +
+           s,
+       400, true},
+      // Header injection: field names and request lines that are not what they look like.
+      {"HeaderNameWithSpace", "GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n", 400},
+      {"HeaderNameNotAToken", "GET / HTTP/1.1\r\nHost: a\r\nX(A): b\r\n\r\n", 400},
+      {"HeaderNameEmpty", "GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", 400},
+      {"HeaderNameWithDel", "GET / HTTP/1.1\r\nHost: a\r\nX\x7f: b\r\n\r\n", 400},
+      {"CrLfInTarget", "GET /a\r\nX-Injected: 1 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"SpaceInTarget", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"NulInTarget", "GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"s, 400},
+      {"LowercaseVersion", "GET / http/1.1\r\nHost: a\r\n\r\n", 400},
+      {"CrLfInHost", "GET / HTTP/1.1\r\nHost: a\rX-Injected: 1\r\n\r\n", 400},
+      {"AbsoluteFormWithUserinfo", "GET http://u:p@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+  };
+  cases.insert(cases.end(), te_te.begin(), te_te.end());
+  std::string one_too_many = "GET / HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < 100; ++i) one_too_many += "X-H" + std::to_string(i) + ": v\r\n";
+  cases.push_back({"OneHeaderTooMany", one_too_many + "\r\n", 431});
   std::string many = "GET / HTTP/1.1\r\nHost: a\r\n";
   for (int i = 0; i < 150; ++i) many += "X-H" + std::to_string(i) + ": v\r\n";
   cases.push_back({"TooManyHeaders", many + "\r\n", 431});
@@ -197,6 +293,82 @@ TEST_F(ClientSideTest, PipelinedRequestsAreAnsweredInOrder) {
     }
   }
   EXPECT_TRUE(conn->buffered().empty());
+}
+
+// Unusual but valid framings (RFC 9112 sections 6 and 7): the proxy must read the body exactly as
+// the backend does. Each request is followed on the same connection by a plain GET: both must be
+// answered by the backend, the first with the decoded body, the second as the second request.
+struct OddButValid {
+  std::string name;
+  std::string request;  // a POST /echo?n=1 with the body "hello"
+};
+
+std::ostream& operator<<(std::ostream& os, const OddButValid& c) { return os << c.name; }
+
+std::vector<OddButValid> OddButValidRequests() {
+  const std::string chunked = "POST /echo?n=1 HTTP/1.1\r\nHost: a\r\n";
+  return {
+      {"TransferEncodingUppercase",
+       chunked + "Transfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+      {"TransferEncodingTabs",
+       chunked + "Transfer-Encoding:\tchunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+      {"ChunkSizesWithLeadingZeros",
+       chunked + "Transfer-Encoding: chunked\r\n\r\n0002\r\nhe\r\n3\r\nllo\r\n00\r\n\r\n"},
+      {"ChunkExtensions",
+       chunked + "Transfer-Encoding: chunked\r\n\r\n5;a=b;c=\"q;\\\"x\"\r\nhello\r\n0;z\r\n\r\n"},
+      {"ChunkExtensionWithWhitespace",
+       chunked + "Transfer-Encoding: chunked\r\n\r\n5 ; a = b\r\nhello\r\n0\r\n\r\n"},
+      {"Trailers", chunked + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n"
+                             "X-U: 2\r\n\r\n"},
+      {"ContentLengthLeadingZeros", "POST /echo?n=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 005\r\n"
+                                    "\r\nhello"},
+      {"Http10KeepAliveWithBody",
+       "POST /echo?n=1 HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello"},
+      {"AbsoluteForm",
+       "POST http://a/echo?n=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
+  };
+}
+
+class OddButValidTest : public ClientSideTest, public ::testing::WithParamInterface<OddButValid> {};
+
+TEST_P(OddButValidTest, BodyIsFramedAsTheBackendFramesIt) {
+  const OddButValid& c = GetParam();
+  StatsProbe probe(bg_.blue);
+  BG_ASSERT_OK(probe.Begin());
+  BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+  const std::string keep = c.request.find("HTTP/1.0") != std::string::npos
+                               ? "Connection: keep-alive\r\n"
+                               : "";
+  BG_ASSERT_OK(conn->Send(c.request + "GET /echo?n=2 HTTP/1.1\r\nHost: a\r\n" + keep + "\r\n"));
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse first, conn->ReadResponse());
+  ASSERT_EQ(first.status, 200) << first;
+  BG_ASSERT_OK_AND_ASSIGN(EchoDump one, ParseEcho(first.body));
+  EXPECT_NE(one.request_line.find("/echo?n=1"), std::string::npos) << one.request_line;
+  EXPECT_EQ(one.body, "hello");
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse second, conn->ReadResponse());
+  ASSERT_EQ(second.status, 200) << second;
+  BG_ASSERT_OK_AND_ASSIGN(EchoDump two, ParseEcho(second.body));
+  EXPECT_EQ(two.request_line, "GET /echo?n=2 HTTP/1.1");
+  EXPECT_TRUE(two.body.empty()) << two.body;
+  EXPECT_TRUE(conn->buffered().empty()) << conn->buffered();
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta, probe.Delta());
+  EXPECT_EQ(delta.requests, 2) << "the backend saw another number of requests than were sent";
+}
+
+INSTANTIATE_TEST_SUITE_P(Framing, OddButValidTest, ::testing::ValuesIn(OddButValidRequests()),
+                         [](const ::testing::TestParamInfo<OddButValid>& info) {
+                           return info.param.name;
+                         });
+
+// A request's Host and its absolute-form target disagree: the target wins (RFC 9112 section
+// 3.2.2), and the backend sees that one Host only.
+TEST_F(ClientSideTest, AbsoluteFormTargetOverridesHost) {
+  BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+  BG_ASSERT_OK(conn->Send("GET http://target.test/echo HTTP/1.1\r\nHost: header.test\r\n\r\n"));
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse r, conn->ReadResponse());
+  ASSERT_EQ(r.status, 200) << r;
+  BG_ASSERT_OK_AND_ASSIGN(EchoDump echo, ParseEcho(r.body));
+  EXPECT_EQ(echo.Values("Host"), std::vector<std::string>{"target.test"}) << r.body;
 }
 
 TEST_F(ClientSideTest, Http10ClosesUnlessKeepAliveAndIsNeverChunked) {
@@ -280,6 +452,29 @@ TEST_F(ClientTimeoutTest, SlowRequestHeadIsCutOff) {
   EXPECT_EQ(delta.requests, 0);
 }
 
+// Slowloris on the head, one byte at a time: the header timeout counts from the first byte, not
+// from the last, so trickling bytes does not keep the connection.
+TEST_F(ClientTimeoutTest, TricklingHeadIsCutOff) {
+  StatsProbe probe(bg_.blue);
+  BG_ASSERT_OK(probe.Begin());
+  BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+  const std::string head = "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " + std::string(200, 's');
+  // The head takes 10 s to trickle in; the timeout is 1 s: the proxy must cut it off before the
+  // trickle ends.
+  bool cut = false;
+  std::string answer;
+  for (size_t i = 0; i < head.size() && !cut; ++i) {
+    cut = !conn->Send(head.substr(i, 1)).ok() ||
+          conn->WaitForClose(50ms, &answer);  // also paces the trickle
+  }
+  EXPECT_TRUE(cut) << "a head sent one byte every 50 ms kept its connection for all of its 10 s";
+  if (!answer.empty()) {
+    EXPECT_EQ(answer.rfind("HTTP/1.1 408", 0), 0u) << answer;
+  }
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta, probe.Delta());
+  EXPECT_EQ(delta.requests, 0);
+}
+
 TEST_F(ClientTimeoutTest, IdleKeepAliveConnectionIsClosed) {
   BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
   BG_ASSERT_OK_AND_ASSIGN(HttpResponse r, conn->Get("/"));
@@ -289,6 +484,35 @@ TEST_F(ClientTimeoutTest, IdleKeepAliveConnectionIsClosed) {
   EXPECT_TRUE(conn->WaitForClose(6s, &extra)) << "idle connection kept open";
   EXPECT_GE(Clock::now() - start, 900ms);
   EXPECT_TRUE(extra.empty()) << extra;
+}
+
+
+// Slow bodies: a body that stops coming holds the backend no longer than
+// upstream_response_timeout; the client gets a 504 and the connection is closed, since the rest of
+// its body can no longer be told apart from a next request.
+class SlowBodyTest : public ClientSideTest {
+ protected:
+  void Customize(ProxyConfigSpec& spec) override {
+    spec.limits["upstream_response_timeout"] = "1s";
+  }
+};
+
+TEST_F(SlowBodyTest, StalledBodyIsCutOff) {
+  for (const std::string& head :
+       {std::string("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789"),
+        std::string("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "64\r\n0123456789")}) {
+    BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+    BG_ASSERT_OK(conn->Send(head));
+    BG_ASSERT_OK_AND_ASSIGN(HttpResponse r, conn->ReadResponse(ReadOptions{.timeout = 10s}));
+    EXPECT_EQ(r.status, 504) << r;
+    EXPECT_FALSE(r.HasHeader("X-Backend")) << r;
+    std::string extra;
+    EXPECT_TRUE(conn->WaitForClose(5s, &extra)) << "connection left open after a cut-off body";
+    EXPECT_TRUE(extra.empty()) << extra;
+  }
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse ok, FetchGet(port_, "/"));
+  EXPECT_EQ(ok.body, "blue\n");
 }
 
 }  // namespace

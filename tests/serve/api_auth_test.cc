@@ -95,15 +95,6 @@ class AuthTest : public PipelineTest {
     return r->json["token"].get<std::string>();
   }
 
-  // GET PATH as admin; its JSON.
-  Json Get(const std::string& path) {
-    auto r = Api("GET", path);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return Json();
-    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
-    return r->json;
-  }
-
   // Token names and roles (not their last use, which a refused call does update).
   std::set<std::string> TokenNames() {
     std::set<std::string> out;

@@ -720,6 +720,15 @@ class ServeTest : public ::testing::Test {
     return a;
   }
 
+  // GET PATH as admin; its JSON (a test failure unless it answers 200).
+  Json Get(const std::string& path) {
+    auto r = Api("GET", path);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (!r.ok()) return Json();
+    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
+    return r->json;
+  }
+
   // GET /api/v1/stacks/NAME, which must answer 200 with JSON.
   Result<Json> ApiStatus(const std::string& name) {
     auto r = Api("GET", "/api/v1/stacks/" + name);
