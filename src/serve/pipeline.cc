@@ -256,7 +256,7 @@ void Pipeline::StartBuild(store::ExecutionRecord e) {
 
 Result<store::ExecutionRecord> Pipeline::Release(const std::string& stack,
                                                  const std::string& trigger,
-                                                 const std::string& sha) {
+                                                 const std::string& sha, bool seen_head) {
   Result<std::optional<store::StackRecord>> rec = store_->GetStack(stack);
   if (!rec.ok()) return rec.status();
   if (!rec->has_value() || (*rec)->deleting) return NotFound("no stack named " + stack);
@@ -274,7 +274,8 @@ Result<store::ExecutionRecord> Pipeline::Release(const std::string& stack,
   e.commit = sha;
   e.status = "InProgress";
   BeginStage(&e, "Source");
-  Result<store::ExecutionRecord> inserted = store_->InsertExecution(e);
+  Result<store::ExecutionRecord> inserted =
+      store_->InsertExecution(e, seen_head ? &sha : nullptr);
   if (!inserted.ok()) return inserted.status();
   (void)store_->AddEvent(stack, "execution_started",
                          fmt::format("execution {} started ({}{})", inserted->number, trigger,
@@ -586,14 +587,15 @@ void Pipeline::PollLoop() {
         continue;
       }
       if (*head == s.last_commit) continue;
-      // The execution first: a crash in between builds the commit twice, never not at all.
+      // The execution and the head it builds are recorded together: a crash cannot build the
+      // commit twice, nor not at all.
       Result<store::ExecutionRecord> e =
-          Release(s.name, s.last_commit.empty() ? "first" : "poll", *head);
+          Release(s.name, s.last_commit.empty() ? "first" : "poll", *head, /*seen_head=*/true);
+      if (!e.ok() && e.status().code() == StatusCode::kAlreadyExists) continue;  // the webhook's
       if (!e.ok()) {
         spdlog::error("{}: cannot start an execution: {}", s.name, e.status().message());
         continue;
       }
-      (void)store_->SetLastCommit(s.name, *head);
     }
   }
 }
@@ -622,9 +624,11 @@ Result<std::optional<store::ExecutionRecord>> Pipeline::Webhook(const std::strin
   if (!commit.ok()) return commit.status();
   if (!commit->has_value()) return std::optional<store::ExecutionRecord>();
   const std::string& after = **commit;
-  Result<store::ExecutionRecord> e = Release(stack, "webhook", after);
+  Result<store::ExecutionRecord> e = Release(stack, "webhook", after, /*seen_head=*/true);
+  if (!e.ok() && e.status().code() == StatusCode::kAlreadyExists) {
+    return std::optional<store::ExecutionRecord>();  // the poller saw it first
+  }
   if (!e.ok()) return e.status();
-  (void)store_->SetLastCommit(stack, after);
   return std::optional<store::ExecutionRecord>(*e);
 }
 

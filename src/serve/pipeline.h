@@ -52,9 +52,11 @@ class Pipeline {
   void Start();
   void Stop();
 
-  // Starts an execution of the stack's branch head (or of `sha` when given).
+  // Starts an execution of the stack's branch head (or of `sha` when given). With `seen_head`,
+  // `sha` is the branch head the poller or the webhook saw: it is recorded as the stack's
+  // last_commit with the execution, in one transaction.
   Result<store::ExecutionRecord> Release(const std::string& stack, const std::string& trigger,
-                                         const std::string& sha = "");
+                                         const std::string& sha = "", bool seen_head = false);
   Result<store::ExecutionRecord> Approve(const std::string& stack, const std::string& who,
                                          const std::string& comment);
   Result<store::ExecutionRecord> Reject(const std::string& stack, const std::string& who,

@@ -583,35 +583,54 @@ Result<std::vector<EventRecord>> Store::ListEvents(const std::string& stack, int
   return out;
 }
 
-Status Store::SetLastCommit(const std::string& stack, const std::string& sha) {
-  std::lock_guard lock(mu_);
-  BG_PREPARE(s, "UPDATE stacks SET last_commit = ? WHERE name = ?");
-  s.Bind(1, sha).Bind(2, stack);
-  return s.Run();
-}
-
-Result<ExecutionRecord> Store::InsertExecution(const ExecutionRecord& in) {
+Result<ExecutionRecord> Store::InsertExecution(const ExecutionRecord& in,
+                                               const std::string* last_commit) {
   std::lock_guard lock(mu_);
   ExecutionRecord e = in;
-  {
-    BG_PREPARE(q, "SELECT COALESCE(MAX(number), 0) + 1 FROM executions WHERE stack = ?");
-    q.Bind(1, e.stack);
-    Result<bool> row = q.Step();
-    if (!row.ok()) return row.status();
-    e.number = q.Int(0);
+  BG_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Status st = [&]() -> Status {
+    if (last_commit != nullptr) {
+      BG_PREPARE(q, "SELECT last_commit FROM stacks WHERE name = ?");
+      q.Bind(1, e.stack);
+      Result<bool> row = q.Step();
+      if (!row.ok()) return row.status();
+      if (*row && q.Text(0) == *last_commit) {
+        return Status(StatusCode::kAlreadyExists,
+                      "an execution of commit " + *last_commit + " was started already");
+      }
+    }
+    {
+      BG_PREPARE(q, "SELECT COALESCE(MAX(number), 0) + 1 FROM executions WHERE stack = ?");
+      q.Bind(1, e.stack);
+      Result<bool> row = q.Step();
+      if (!row.ok()) return row.status();
+      e.number = q.Int(0);
+    }
+    BG_PREPARE(s, "INSERT INTO executions(stack, number, kind, trigger, commit_sha, "
+                  "commit_subject, commit_author, version, status, stage, stages, reason, "
+                  "deploy_services, swap_from, from_version, approved_by, comment, log_path, "
+                  "created_at, updated_at) "
+                  "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    e.created_at = e.updated_at = NowMillis();
+    s.Bind(1, e.stack).Bind(2, e.number).Bind(3, e.kind).Bind(4, e.trigger).Bind(5, e.commit);
+    s.Bind(6, e.commit_subject).Bind(7, e.commit_author).Bind(8, e.version).Bind(9, e.status);
+    s.Bind(10, e.stage).Bind(11, e.stages).Bind(12, e.reason).Bind(13, e.deploy_services);
+    s.Bind(14, e.swap_from).Bind(15, e.from_version).Bind(16, e.approved_by).Bind(17, e.comment);
+    s.Bind(18, e.log_path).Bind(19, e.created_at).Bind(20, e.updated_at);
+    BG_RETURN_IF_ERROR(s.Run());
+    e.id = static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+    if (last_commit != nullptr) {
+      BG_PREPARE(u, "UPDATE stacks SET last_commit = ? WHERE name = ?");
+      u.Bind(1, *last_commit).Bind(2, e.stack);
+      BG_RETURN_IF_ERROR(u.Run());
+    }
+    return Status::Ok();
+  }();
+  if (!st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
   }
-  BG_PREPARE(s, "INSERT INTO executions(stack, number, kind, trigger, commit_sha, commit_subject, "
-                "commit_author, version, status, stage, stages, reason, deploy_services, "
-                "swap_from, from_version, approved_by, comment, log_path, created_at, updated_at) "
-                "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  e.created_at = e.updated_at = NowMillis();
-  s.Bind(1, e.stack).Bind(2, e.number).Bind(3, e.kind).Bind(4, e.trigger).Bind(5, e.commit);
-  s.Bind(6, e.commit_subject).Bind(7, e.commit_author).Bind(8, e.version).Bind(9, e.status);
-  s.Bind(10, e.stage).Bind(11, e.stages).Bind(12, e.reason).Bind(13, e.deploy_services);
-  s.Bind(14, e.swap_from).Bind(15, e.from_version).Bind(16, e.approved_by).Bind(17, e.comment);
-  s.Bind(18, e.log_path).Bind(19, e.created_at).Bind(20, e.updated_at);
-  BG_RETURN_IF_ERROR(s.Run());
-  e.id = static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+  BG_RETURN_IF_ERROR(Exec("COMMIT"));
   return e;
 }
 

@@ -153,10 +153,14 @@ class Store {
   Status AddEvent(const std::string& stack, const std::string& kind, const std::string& message);
   Result<std::vector<EventRecord>> ListEvents(const std::string& stack, int limit);
 
-  Status SetLastCommit(const std::string& stack, const std::string& sha);
 
-  // Executions. InsertExecution assigns id, number and times.
-  Result<ExecutionRecord> InsertExecution(const ExecutionRecord& e);
+  // Executions. InsertExecution assigns id, number and times. With `last_commit`, the stack's
+  // last_commit is set to it in the same transaction: a commit the poller or the webhook saw is
+  // either recorded with its execution or not at all (a crash in between cannot build it twice);
+  // AlreadyExists when it is the stack's last_commit already (the poller and the webhook saw the
+  // same push: one execution).
+  Result<ExecutionRecord> InsertExecution(const ExecutionRecord& e,
+                                          const std::string* last_commit = nullptr);
   Status UpdateExecution(ExecutionRecord* e);
   Result<std::optional<ExecutionRecord>> GetExecution(const std::string& stack, int64_t number);
   // Newest first; all stacks when stack is empty; active = InProgress or WaitingForApproval.

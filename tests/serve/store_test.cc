@@ -96,6 +96,33 @@ TEST_F(StoreTest, StackGetsTwoServicesAndKeepsLiveSideOnUpdate) {
   EXPECT_FALSE(s->SetLive("demo", "Code3").ok());
 }
 
+TEST_F(StoreTest, AnExecutionAndTheHeadItBuildsAreRecordedTogetherOnce) {
+  auto s = Open();
+  ASSERT_TRUE(s->PutStack(Stack("demo")).ok());
+  ExecutionRecord e;
+  e.stack = "demo";
+  e.trigger = "poll";
+  e.commit = std::string(40, 'a');
+  e.status = "InProgress";
+  const std::string head = e.commit;
+  Result<ExecutionRecord> first = s->InsertExecution(e, &head);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->number, 1);
+  auto rec = s->GetStack("demo");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->last_commit, head);
+  // The same head again (the webhook after the poller): refused, nothing inserted.
+  Result<ExecutionRecord> again = s->InsertExecution(e, &head);
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists) << again.status().ToString();
+  // Without a head (a release by hand) the same commit may be built again.
+  Result<ExecutionRecord> release = s->InsertExecution(e);
+  ASSERT_TRUE(release.ok()) << release.status().ToString();
+  EXPECT_EQ(release->number, 2);
+  auto all = s->ListExecutions("demo", 10);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 2u);
+}
+
 TEST_F(StoreTest, VersionsAreImmutable) {
   auto s = Open();
   ASSERT_TRUE(s->PutStack(Stack("demo")).ok());
