@@ -28,7 +28,8 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 echo "== build (TSan) and the proxy's threading tests"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLUEGREEN_TSAN=ON \
   -DBLUEGREEN_BENCH=OFF >/dev/null
-cmake --build build-tsan -j "$JOBS"
+# Only what the threading tests run: the proxy's tests, the binary and the test backend.
+cmake --build build-tsan -j "$JOBS" --target proxy_test bluegreen test_backend
 # The proxy runs as a child of the tests and inherits these options: a data race aborts it, and
 # the test that drove it fails.
 TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
