@@ -492,6 +492,48 @@ TEST_F(ServeTest, ServeSigkillUnderLoad) {
   EXPECT_EQ(p.Others("v1\n"), "");
 }
 
+// SIGKILL of the proxy under load (issue 7's faults): serve notices, starts a new proxy that
+// serves its state file at once, and traffic comes back on the same listeners to the same tasks.
+// Requests fail only in the gap, which is measured and printed (docs/reliability.md).
+TEST_F(ServeTest, ProxySigkillIsReplacedUnderLoad) {
+  BG_ASSERT_OK_AND_ASSIGN(StackFile f, NewStackFile("demo", 2));
+  BG_ASSERT_OK_AND_ASSIGN(Json settled, UpAndDeploy(f, "v1"));
+  BG_ASSERT_OK_AND_ASSIGN(Json before, CliStatus("demo"));
+  std::optional<ProcEntry> proxy = ProxyProcess();
+  ASSERT_TRUE(proxy.has_value()) << "no proxy process";
+
+  LoadGenerator prod("production", f.production_port, 4);
+  prod.Start();
+  ASSERT_TRUE(prod.WaitForMore({}, 200, 10s)) << prod.Snapshot().ToString();
+  const LoadGenerator::Totals at_kill = prod.Snapshot();
+  const auto killed = Clock::now();
+  ASSERT_EQ(::kill(proxy->pid, SIGKILL), 0);
+
+  // Back when 4 fresh connections in a row answer v1.
+  std::string got;
+  ASSERT_TRUE(WaitUntil([&] { return AllAnswer(f.production_port, "v1\n", 4, &got); }, 30s))
+      << "production did not come back after the proxy was killed: " << got;
+  const double gap_s = SecondsSince(killed);
+  const LoadGenerator::Totals at_back = prod.Snapshot();
+  ASSERT_TRUE(prod.WaitForMore(at_back, 500, 10s)) << prod.Snapshot().ToString();
+  prod.Stop();
+  const LoadGenerator::Totals during = at_back.Minus(at_kill);
+  const LoadGenerator::Totals after = prod.Snapshot().Minus(at_back);
+  std::fprintf(stderr, "[fault] proxy SIGKILLed: production answered again after %.2f s\n", gap_s);
+  PrintLoad("production listener from the kill until it answered again", during);
+  PrintLoad("production listener after it answered again", after);
+  EXPECT_EQ(after.failures, 0) << after.ToString();
+  EXPECT_EQ(after.Others("v1\n"), "");
+
+  std::optional<ProcEntry> replaced = ProxyProcess();
+  ASSERT_TRUE(replaced.has_value()) << "no proxy after the kill";
+  EXPECT_NE(replaced->pid, proxy->pid);
+  BG_ASSERT_OK_AND_ASSIGN(Json now, WaitSettled("demo", 30s));
+  EXPECT_EQ(TaskIdentities(now), TaskIdentities(before)) << "the tasks were replaced";
+  EXPECT_EQ(now.value("live", ""), before.value("live", ""));
+  EXPECT_TRUE(AllAnswer(f.test_port, "v1\n", 4, &got)) << "test port: " << got;
+}
+
 TEST_F(ServeTest, BadStackFilesChangeNothing) {
   BG_ASSERT_OK_AND_ASSIGN(StackFile f, NewStackFile("demo", 2));
   BG_ASSERT_OK_AND_ASSIGN(Json settled, UpAndDeploy(f, "v1"));
