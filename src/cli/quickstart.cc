@@ -434,12 +434,6 @@ bool ServeAnswers(const std::string& api) {
   return r.ok() && r->status == 200;
 }
 
-std::string SelfBinary() {
-  std::error_code ec;
-  fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("bluegreen") : p.string();
-}
-
 // Starts `bluegreen serve` in a session of its own (it outlives this command), its output
 // appended to `log`; waits until it answers. Returns its pid.
 Result<pid_t> StartServe(const ClientOptions& c, const fs::path& log) {
@@ -456,7 +450,7 @@ Result<pid_t> StartServe(const ClientOptions& c, const fs::path& log) {
   rc |= posix_spawn_file_actions_adddup2(actions.get(), 1, 2);
   rc |= posix_spawn_file_actions_addclosefrom_np(actions.get(), 3);
   if (rc != 0) return Internal("posix_spawn: cannot set up");
-  std::vector<std::string> args = {SelfBinary(), "serve", "--state-dir", c.state_dir, "--api",
+  std::vector<std::string> args = {SelfExecutable(), "serve", "--state-dir", c.state_dir, "--api",
                                    ServeListenAddress(c.api)};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 
 #include "common/posix.h"
 
@@ -131,6 +132,12 @@ Result<CapturedOutput> RunCaptured(const std::vector<std::string>& argv_in,
   Reap(pid, &wstatus);
   result.exit_code = ExitCodeOf(wstatus);
   return result;
+}
+
+std::string SelfExecutable() {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("bluegreen") : p.string();
 }
 
 }  // namespace bluegreen

@@ -29,4 +29,8 @@ Result<CapturedOutput> RunCaptured(const std::vector<std::string>& argv,
                                    const std::vector<std::string>* env, const std::string& cwd,
                                    std::chrono::steady_clock::time_point deadline);
 
+// The path of this process's executable (/proc/self/exe), or "bluegreen" when it cannot be read:
+// how serve starts the proxy and the quickstart starts serve.
+std::string SelfExecutable();
+
 }  // namespace bluegreen

@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/http_server.h"
+#include "common/subprocess.h"
 #include "serve/access.h"
 #include "serve/api.h"
 #include "serve/console_assets.h"
@@ -61,12 +62,6 @@ Result<std::string> EnsureAdminToken(store::Store* store, const std::string& dir
   if (ec) return Internal(fmt::format("cannot write {}: {}", path, ec.message()));
   spdlog::info("wrote the admin token to {}", path);
   return h;
-}
-
-std::string SelfBinary() {
-  std::error_code ec;
-  fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("bluegreen") : p.string();
 }
 
 }  // namespace
@@ -125,7 +120,7 @@ int RunServe(const ServeOptions& options) {
     }
   }
   Reconciler reconciler(store->get(), Paths{dir, **install_id},
-                        options.self_binary.empty() ? SelfBinary() : options.self_binary,
+                        options.self_binary.empty() ? SelfExecutable() : options.self_binary,
                         options.proxy_workers);
   Pipeline pipeline(store->get(), Paths{dir, **install_id}, [&reconciler] { reconciler.Notify(); });
   reconciler.SetPipeline(&pipeline);
