@@ -17,6 +17,7 @@
 
 #include "cli/cli.h"
 #include "common/net.h"
+#include "common/posix.h"
 #include "proxy/config.h"
 #include "proxy/proxy_server.h"
 #include "serve/serve.h"
@@ -44,6 +45,12 @@ int RunProxy(const std::string& config_path, bool check_only) {
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  // Every client connection costs a descriptor, and an upstream one while it is proxied.
+  rlim_t fd_limit_before = 0;
+  const rlim_t fd_limit = bluegreen::RaiseFileLimit(&fd_limit_before);
+  if (fd_limit != fd_limit_before) {
+    spdlog::info("file descriptor limit raised from {} to {}", fd_limit_before, fd_limit);
+  }
   bluegreen::proxy::ProxyServer server(config_path);
   bluegreen::Status st = server.Start();
   if (!st.ok()) {
