@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -159,13 +160,24 @@ std::atomic<uint64_t> g_done{0};
 std::atomic<uint64_t> g_failed{0};
 std::array<std::atomic<uint64_t>, kFailureKinds> g_failures{};
 
-void CountFailure(Failure kind) {
+Clock::time_point g_start;  // written before the clients start
+
+// Counts a failure and describes the first 20 on stderr: when, which client, how many requests
+// its connection had carried, and errno.
+void CountFailure(Failure kind, uint64_t client, bool close_each, uint64_t on_connection) {
+  const int err = errno;
   g_failures[kind].fetch_add(1, std::memory_order_relaxed);
-  g_failed.fetch_add(1, std::memory_order_relaxed);
+  if (g_failed.fetch_add(1, std::memory_order_relaxed) < 20) {
+    std::fprintf(stderr, "failure at t=%.3fs: %s, client %llu (%s), request %llu on its connection, "
+                 "errno %d (%s)\n",
+                 std::chrono::duration<double>(Clock::now() - g_start).count(), kFailureNames[kind],
+                 static_cast<unsigned long long>(client), close_each ? "close" : "keep-alive",
+                 static_cast<unsigned long long>(on_connection + 1), err, std::strerror(err));
+  }
 }
 
-void Client(const Options& o, bool close_each, double interval_s, Clock::time_point start,
-            Histogram* hist) {
+void Client(const Options& o, uint64_t index, bool close_each, double interval_s,
+            Clock::time_point start, Histogram* hist) {
   const std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.target.text +
                               "\r\nUser-Agent: load_tool\r\n" +
                               (close_each ? "Connection: close\r\n" : "") + "\r\n";
@@ -173,6 +185,7 @@ void Client(const Options& o, bool close_each, double interval_s, Clock::time_po
   bench::ResponseReader reader;
   bench::Response response;
   uint64_t sent = 0;
+  uint64_t on_connection = 0;  // requests answered on the current connection
   while (!g_stop.load(std::memory_order_relaxed)) {
     Clock::time_point due = Clock::now();
     if (interval_s > 0) {
@@ -193,30 +206,34 @@ void Client(const Options& o, bool close_each, double interval_s, Clock::time_po
     if (fd < 0) {
       fd = bench::Connect(o.target, o.timeout_ms);
       reader.Reset();
+      on_connection = 0;
       if (fd < 0) {
-        CountFailure(kConnect);
+        CountFailure(kConnect, index, close_each, on_connection);
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         continue;
       }
     }
     if (!bench::SendAll(fd, request)) {
-      CountFailure(kSend);
+      CountFailure(kSend, index, close_each, on_connection);
       close(fd);
       fd = -1;
       continue;
     }
+    errno = 0;  // an EOF leaves errno alone: 0 then means "closed by the peer"
     const bench::ReadResult r = reader.Read(fd, &response);
     const Clock::time_point end = Clock::now();
     if (r != bench::ReadResult::kOk) {
       CountFailure(r == bench::ReadResult::kTimeout     ? kTimeout
                    : r == bench::ReadResult::kMalformed ? kMalformed
-                                                        : kClosed);
+                                                        : kClosed,
+                   index, close_each, on_connection);
       close(fd);
       fd = -1;
       continue;
     }
+    ++on_connection;
     if (response.status < 200 || response.status >= 400) {
-      CountFailure(kStatus);
+      CountFailure(kStatus, index, close_each, on_connection - 1);
     } else {
       g_done.fetch_add(1, std::memory_order_relaxed);
       hist->Add(static_cast<uint64_t>(
@@ -242,6 +259,7 @@ int main(int argc, char** argv) {
   const double interval_s =
       o.rate == 0 ? 0 : static_cast<double>(o.clients) / static_cast<double>(o.rate);
   const Clock::time_point start = Clock::now();
+  g_start = start;
   std::vector<Histogram> hists(o.clients);
   std::vector<std::thread> threads;
   threads.reserve(o.clients);
@@ -250,7 +268,7 @@ int main(int argc, char** argv) {
     const Clock::time_point client_start =
         start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
                     interval_s * static_cast<double>(i) / static_cast<double>(o.clients)));
-    threads.emplace_back(Client, std::cref(o), i < o.close_clients, interval_s, client_start,
+    threads.emplace_back(Client, std::cref(o), i, i < o.close_clients, interval_s, client_start,
                          &hists[i]);
   }
 

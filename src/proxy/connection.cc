@@ -233,6 +233,9 @@ bool ClientConnection::DriveHead() {
     return false;
   }
   if (in_ == nullptr) in_ = w_->buffers().Get();
+  // Everything read was consumed: read from the front again. (Left at the end, a buffer that the
+  // requests filled exactly has no room, and recv() of 0 bytes returns 0, which reads as EOF.)
+  if (in_->empty()) in_->start = in_->end = 0;
   const bool was_empty = in_->empty();
   if (was_empty) {
     const Limits& l = w_->current().limits;
