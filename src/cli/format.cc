@@ -1,10 +1,14 @@
 // The pure half of the CLI: exit codes, error texts and the text forms of API answers.
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
 
 #include "cli/cli.h"
 
@@ -284,6 +288,11 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
     case 500:
       return "serve failed and nothing was changed; see serve's log";
     case 503:
+      if (code == "runtime_unavailable") {
+        return "start the container engine's API service again (systemd: systemctl start "
+               "podman.socket); `bluegreen status " +
+               name + "` shows when serve sees it answer";
+      }
       return "the change is committed and will be applied when the proxy is back; see serve's log";
     default:
       break;
@@ -330,6 +339,19 @@ std::string EscapePathSegment(std::string_view segment) {
 std::string FormatStatus(const json& status) {
   std::string out =
       Text(Get(status, "name"), "?") + " (runtime: " + Text(Get(status, "runtime"), "?") + ")\n";
+  const json& runtime_status = Get(status, "runtime_status");
+  const json& reachable = Get(runtime_status, "reachable");
+  if (reachable.is_boolean() && !reachable.get<bool>()) {
+    const json& since = Get(runtime_status, "since");
+    std::string when;
+    if (since.is_number_integer()) {
+      when = fmt::format(" since {:%Y-%m-%d %H:%M:%S} UTC",
+                         fmt::gmtime(static_cast<std::time_t>(since.get<int64_t>())));
+    }
+    out += "  RUNTIME UNREACHABLE" + when + ": " + Text(Get(runtime_status, "error"), "?") +
+           "\n    its tasks are left as they are (they keep serving; serve cannot see them); no "
+           "task is started, stopped or replaced, and deploys are refused until it answers\n";
+  }
   const json& live = Get(status, "live");
 
   std::vector<std::vector<std::string>> listeners;

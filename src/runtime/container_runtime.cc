@@ -26,6 +26,8 @@ constexpr std::string_view kApi = "/v1.41";
 constexpr std::string_view kTaskLabel = "io.bluegreen.task";
 // Engine calls that do not wait for the container itself (create, start, inspect, remove).
 constexpr milliseconds kCallTimeout = seconds(60);
+// CheckReachable: short, as the reconciler asks before every pass.
+constexpr milliseconds kPingTimeout = seconds(2);
 // How long Stop waits beyond the grace period for the engine to answer.
 constexpr milliseconds kStopSlack = seconds(60);
 // How long a removal that the engine reports as already in progress is waited for.
@@ -143,7 +145,9 @@ class EngineClient {
 }  // namespace
 
 ContainerRuntime::ContainerRuntime(std::string socket_path, std::string flavor)
-    : address_("unix:" + std::move(socket_path)), flavor_(std::move(flavor)) {}
+    : socket_path_(std::move(socket_path)),
+      address_("unix:" + socket_path_),
+      flavor_(std::move(flavor)) {}
 
 std::string ContainerRuntime::SocketFor(const std::string& flavor) {
   // NOLINTBEGIN(concurrency-mt-unsafe): nothing in serve sets the environment.
@@ -173,6 +177,22 @@ Result<std::string> ContainerRuntime::Ping(const std::string& socket_path) {
         fmt::format("ping engine at {}: {} (HTTP {})", socket_path, EngineMessage(*r), r->status));
   }
   return std::move(r->body);
+}
+
+Status ContainerRuntime::CheckReachable() {
+  HttpClientRequest req;
+  req.target = "/_ping";
+  Result<HttpClientResponse> r = HttpCall(address_, req, kPingTimeout);
+  if (!r.ok()) {
+    return Status(r.status().code(), fmt::format("{}: the engine at {} does not answer: {}",
+                                                 flavor_, socket_path_, r.status().message()));
+  }
+  if (r->status != 200) {
+    return Status(CodeForHttpStatus(r->status),
+                  fmt::format("{}: the engine at {} answers its ping with: {} (HTTP {})", flavor_,
+                              socket_path_, EngineMessage(*r), r->status));
+  }
+  return Status::Ok();
 }
 
 Result<TaskHandle> ContainerRuntime::Start(const TaskSpec& spec) {

@@ -77,6 +77,11 @@ class ContainerRuntime final : public Runtime {
   // seconds, at least 1) and removes it. OK when the container is already stopped or gone.
   Status Stop(const TaskHandle& handle, std::chrono::milliseconds grace) override;
 
+  // GET /_ping with a 2 s timeout. Errors: "FLAVOR: the engine at SOCKET does not answer: WHY"
+  // (kUnavailable for a socket nobody listens on, kDeadlineExceeded for one that hangs), or the
+  // engine's answer when it is not "OK".
+  Status CheckReachable() override;
+
   // Builds the image req.tag from req.containerfile with req.context_dir as its build context
   // (POST /build; intermediate containers are removed, also when the build fails), streaming the
   // engine's output to req.output as it comes. Returns the image's id ("sha256:...").
@@ -88,6 +93,7 @@ class ContainerRuntime final : public Runtime {
   Result<std::string> BuildImage(const ImageBuildRequest& req);
 
  private:
+  const std::string socket_path_;
   const std::string address_;  // "unix:" + socket path, for HttpCall
   const std::string flavor_;
 };

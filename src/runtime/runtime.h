@@ -70,6 +70,12 @@ class Runtime {
   // `grace`, and removes what it leaves behind (a container). Returns when it is gone.
   // Stopping a task that is already gone is OK.
   virtual Status Stop(const TaskHandle& handle, std::chrono::milliseconds grace) = 0;
+
+  // Whether the runtime answers now: OK, or why not (kUnavailable, kDeadlineExceeded). Cheap and
+  // bounded (a few seconds at most). A runtime that does not answer knows nothing of its tasks:
+  // they are in an unknown state, not gone (a container keeps running under its conmon while the
+  // engine's API service is down).
+  virtual Status CheckReachable() = 0;
 };
 
 }  // namespace bluegreen::runtime

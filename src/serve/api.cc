@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -94,6 +96,20 @@ std::string AllowText(const std::vector<Cidr>& allow) {
   std::string out;
   for (const Cidr& c : allow) out += (out.empty() ? "" : ",") + c.ToString();
   return out;
+}
+
+// "2026-11-28 19:40:01 UTC" for unix seconds.
+std::string FormatUtc(int64_t unix_seconds) {
+  return fmt::format("{:%Y-%m-%d %H:%M:%S} UTC",
+                     fmt::gmtime(static_cast<std::time_t>(unix_seconds)));
+}
+
+// The status document's `runtime_status`: the reconciler's last check of the stack's runtime.
+// The process runtime (nothing to check) and a container runtime not checked yet are reachable,
+// with `since` null.
+json RuntimeStatusJson(const std::optional<RuntimeHealth>& h) {
+  if (!h) return {{"reachable", true}, {"error", ""}, {"since", nullptr}};
+  return {{"reachable", h->reachable}, {"error", h->error}, {"since", h->since}};
 }
 
 }  // namespace
@@ -324,6 +340,8 @@ Result<json> Api::StackStatus(const std::string& name) {
   json out;
   out["name"] = name;
   out["runtime"] = stack::RuntimeName(spec->service.runtime);
+  out["runtime_status"] = RuntimeStatusJson(
+      reconciler_->RuntimeHealthOf(std::string(stack::RuntimeName(spec->service.runtime))));
   out["live"] = s.live;
   out["listeners"] = json::array(
       {{{"name", "production"},
@@ -611,6 +629,19 @@ void Api::PostDeploy(const std::string& name, const HttpRequest& req,
                          fmt::format("version {} of {} is not registered: register it first "
                                      "(bluegreen deploy {} --version {} --artifact DIR)",
                                      version, name, name, version)));
+  }
+  // A runtime that does not answer could start no task: refuse now rather than start a rollout
+  // that can only time out.
+  if (Result<stack::StackSpec> spec = stack::ParseStackSpec((*rec)->spec_json); spec.ok()) {
+    const std::string runtime(stack::RuntimeName(spec->service.runtime));
+    if (std::optional<RuntimeHealth> h = reconciler_->RuntimeHealthOf(runtime);
+        h && !h->reachable) {
+      return respond(
+          Error(503, "runtime_unavailable",
+                fmt::format("cannot deploy {} to {} now: {} (since {}); nothing was changed, the "
+                            "running tasks keep serving; deploy again once it answers",
+                            version, name, h->error, FormatUtc(h->since))));
+    }
   }
   Result<std::vector<std::string>> targets = pipeline_->ManualDeploy(name, version);
   if (!targets.ok()) {

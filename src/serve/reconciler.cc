@@ -30,6 +30,8 @@ constexpr auto kPassInterval = std::chrono::milliseconds(500);
 constexpr auto kStopGrace = std::chrono::seconds(10);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 constexpr const char* kProxyHandleKey = "proxy_handle";
+// While a runtime does not answer, the reconciler says so once, then once a minute.
+constexpr auto kUnreachableLogInterval = std::chrono::seconds(60);
 
 std::string ExpandPort(const std::string& arg, int port) {
   std::string out = arg;
@@ -142,6 +144,13 @@ json Reconciler::ProxyState() const {
   return shared_state_;
 }
 
+std::optional<RuntimeHealth> Reconciler::RuntimeHealthOf(const std::string& runtime) const {
+  std::lock_guard lock(mu_);
+  auto it = shared_runtime_health_.find(runtime);
+  if (it == shared_runtime_health_.end()) return std::nullopt;
+  return it->second;
+}
+
 void Reconciler::WaitStackRemoved(const std::string& name, std::function<void()> done) {
   {
     std::lock_guard lock(mu_);
@@ -179,6 +188,85 @@ runtime::Runtime* Reconciler::RuntimeFor(const std::string& name) {
   runtime::Runtime* raw = r.get();
   runtimes_[name] = std::move(r);
   return raw;
+}
+
+bool Reconciler::Reachable(const std::string& runtime) const {
+  auto it = runtime_watch_.find(runtime);
+  return it == runtime_watch_.end() || it->second.health.reachable;
+}
+
+void Reconciler::CheckRuntimes(const std::vector<store::StackRecord>& stacks,
+                               const std::vector<store::TaskRecord>& tasks) {
+  // The container runtimes in use, and which stacks use each (for their events).
+  std::map<std::string, std::set<std::string>> used;
+  std::map<std::pair<std::string, std::string>, int> task_count;  // by (runtime, stack)
+  for (const store::StackRecord& s : stacks) {
+    Result<stack::StackSpec> spec = stack::ParseStackSpec(s.spec_json);
+    if (!spec.ok() || spec->service.runtime == stack::Runtime::kProcess) continue;
+    used[std::string(stack::RuntimeName(spec->service.runtime))].insert(s.name);
+  }
+  for (const store::TaskRecord& t : tasks) {
+    if (t.runtime == "process") continue;
+    used[t.runtime].insert(t.stack);
+    ++task_count[{t.runtime, t.stack}];
+  }
+  std::erase_if(runtime_watch_, [&](const auto& w) { return !used.contains(w.first); });
+
+  const auto now = Clock::now();
+  for (const auto& [name, stack_names] : used) {
+    const Status st = RuntimeFor(name)->CheckReachable();
+    auto [it, first] = runtime_watch_.try_emplace(name);
+    RuntimeWatch& w = it->second;
+    const bool was = first || w.health.reachable;
+    int n = 0;  // its tasks, all stacks
+    for (const std::string& s : stack_names) n += task_count[{name, s}];
+    if (st.ok()) {
+      if (!first && !was) {
+        const std::string down_for =
+            FormatDuration(std::chrono::duration_cast<std::chrono::milliseconds>(now - w.changed));
+        for (const std::string& s : stack_names) {
+          Event(s, "runtime_reachable",
+                fmt::format("the {} engine answers again after {} unreachable; its tasks are "
+                            "checked again",
+                            name, down_for));
+        }
+      }
+      if (first || !was) {
+        w.health = RuntimeHealth{true, "", store::NowSeconds()};
+        w.changed = now;
+      }
+      continue;
+    }
+    if (was) {
+      w.health = RuntimeHealth{false, st.message(), store::NowSeconds()};
+      w.changed = now;
+      w.last_log = now;
+      spdlog::warn(
+          "{}; its {} task{} are left as they are (their state is unknown: nothing is "
+          "replaced, started or stopped on it until it answers)",
+          st.message(), n, n == 1 ? "" : "s");
+      for (const std::string& s : stack_names) {
+        const int mine = task_count[{name, s}];
+        Status recorded = store_->AddEvent(
+            s, "runtime_unreachable",
+            fmt::format("{}; the stack's {} task{} are left as they are until it answers",
+                        st.message(), mine, mine == 1 ? "" : "s"));
+        if (!recorded.ok()) spdlog::warn("cannot record an event: {}", recorded.message());
+      }
+      continue;
+    }
+    w.health.error = st.message();
+    if (now - w.last_log >= kUnreachableLogInterval) {
+      w.last_log = now;
+      spdlog::warn(
+          "{} (for {} now); its {} task{} are left as they are", st.message(),
+          FormatDuration(std::chrono::duration_cast<std::chrono::milliseconds>(now - w.changed)), n,
+          n == 1 ? "" : "s");
+    }
+  }
+  std::lock_guard lock(mu_);
+  shared_runtime_health_.clear();
+  for (const auto& [name, w] : runtime_watch_) shared_runtime_health_[name] = w.health;
 }
 
 void Reconciler::Event(const std::string& stack, const std::string& kind,
@@ -425,6 +513,9 @@ bool Reconciler::TargetKnown(const std::string& group, const std::string& addres
 void Reconciler::CheckTasks(std::vector<store::TaskRecord>* tasks) {
   for (store::TaskRecord& t : *tasks) {
     if (t.state == "exited" || t.state == "stopped") continue;
+    // A runtime that does not answer knows nothing of its tasks: unknown is not dead. They are
+    // left as they are (and keep serving) until it answers again.
+    if (!Reachable(t.runtime)) continue;
     bool dead = t.handle.empty();
     int code = -1;
     if (!dead) {
@@ -489,6 +580,7 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
     return;
   }
   const std::string rt_name(stack::RuntimeName(spec.service.runtime));
+  if (!Reachable(rt_name)) return;  // waits for it (a rollout fails at its deploy timeout)
   store::TaskRecord t;
   t.stack = stack.name;
   t.identifier = identifier;
@@ -539,6 +631,7 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
 }
 
 bool Reconciler::StopTaskChecked(store::TaskRecord task, std::chrono::milliseconds grace) {
+  if (!Reachable(task.runtime)) return false;  // tried again once it answers
   if (!task.handle.empty()) {
     Status st = RuntimeFor(task.runtime)->Stop(runtime::TaskHandle{task.handle}, grace);
     if (!st.ok()) {
@@ -627,6 +720,11 @@ void Reconciler::ReconcileService(const store::StackRecord& stack, const stack::
           "{} of {} new tasks were healthy after the deploy timeout ({}); the old tasks keep "
           "serving",
           healthy, count, FormatDuration(spec.service.deploy_timeout));
+      const std::string rt_name(stack::RuntimeName(spec.service.runtime));
+      if (auto w = runtime_watch_.find(rt_name);
+          w != runtime_watch_.end() && !w->second.health.reachable) {
+        svc.rollout_error += "; " + w->second.health.error;
+      }
       Event(stack.name, "rollout_failed",
             fmt::format("putting {} on {} failed: {}", *want, svc.identifier, svc.rollout_error));
       (void)store_->PutService(svc);
@@ -699,8 +797,14 @@ void Reconciler::RemoveStack(const store::StackRecord& stack,
     }
   }
   std::erase_if(*tasks, [](const store::TaskRecord& t) { return t.state == "exited"; });
+  const bool waiting_for_runtime = std::any_of(
+      tasks->begin(), tasks->end(),
+      [&](const store::TaskRecord& t) { return t.stack == stack.name && !Reachable(t.runtime); });
   if (!all_stopped) {
-    spdlog::warn("{}: some tasks could not be stopped; trying again", stack.name);
+    // A runtime that does not answer is logged by CheckRuntimes, not on every pass.
+    if (!waiting_for_runtime) {
+      spdlog::warn("{}: some tasks could not be stopped; trying again", stack.name);
+    }
     return;
   }
   Status st = store_->DeleteStack(stack.name, stack.purge);
@@ -731,6 +835,7 @@ void Reconciler::Pass() {
     return;
   }
   std::vector<store::TaskRecord> tasks = std::move(tasks_or).value();
+  CheckRuntimes(*stacks, tasks);
   CheckTasks(&tasks);
 
   bool any_live = false;

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -56,6 +57,13 @@ std::string OtherSide(const std::string& identifier);
 
 class Pipeline;
 
+// How a container runtime answered the reconciler's last check (runtime::Runtime::CheckReachable).
+struct RuntimeHealth {
+  bool reachable = true;
+  std::string error;  // why not, while unreachable
+  int64_t since = 0;  // unix seconds: since when it has been so (its first check, or the change)
+};
+
 class Reconciler {
  public:
   Reconciler(store::Store* store, Paths paths, std::string self_binary, int proxy_workers);
@@ -75,6 +83,12 @@ class Reconciler {
   // The proxy's /v1/state from the last pass (null while the proxy is not reachable).
   nlohmann::json ProxyState() const;
 
+  // The health of a container runtime ("podman", "docker") that some stack or task uses, as of
+  // the last pass; nullopt for the process runtime and for runtimes no stack uses. While a
+  // runtime is unreachable its tasks are left as they are (their state is unknown, not "gone"):
+  // none is replaced, started or stopped until it answers again.
+  std::optional<RuntimeHealth> RuntimeHealthOf(const std::string& runtime) const;
+
   // Calls `done` (on the reconciler's thread) once the stack is gone from the store, the proxy
   // and the runtime.
   void WaitStackRemoved(const std::string& name, std::function<void()> done);
@@ -85,9 +99,21 @@ class Reconciler {
     std::chrono::steady_clock::time_point next_start{};
   };
 
+  struct RuntimeWatch {
+    RuntimeHealth health;
+    std::chrono::steady_clock::time_point changed{};   // when `health.reachable` last changed
+    std::chrono::steady_clock::time_point last_log{};  // the last "still unreachable" line
+  };
+
   void Loop();
   void Pass();
   runtime::Runtime* RuntimeFor(const std::string& name);
+  // Checks every container runtime in use; logs (rate-limited) and records events when one
+  // stops or starts answering.
+  void CheckRuntimes(const std::vector<store::StackRecord>& stacks,
+                     const std::vector<store::TaskRecord>& tasks);
+  // False while the runtime did not answer this pass's check.
+  bool Reachable(const std::string& runtime) const;
 
   // Proxy process.
   bool EnsureProxy(const proxy::ProxyConfig& desired);
@@ -123,12 +149,14 @@ class Reconciler {
   std::map<std::string, Backoff> backoff_;  // by "stack/identifier"
   std::map<int64_t, std::chrono::steady_clock::time_point> drain_deadline_;
   nlohmann::json state_;  // this pass's proxy state (reconciler thread only)
+  std::map<std::string, RuntimeWatch> runtime_watch_;  // by runtime name (reconciler thread only)
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool notified_ = false;
   bool stopping_ = false;
   nlohmann::json shared_state_;  // guarded by mu_
+  std::map<std::string, RuntimeHealth> shared_runtime_health_;         // guarded by mu_
   std::multimap<std::string, std::function<void()>> removal_waiters_;  // guarded by mu_
   std::thread thread_;
 };

@@ -163,6 +163,8 @@ TEST(CliErrors, Hints) {
   EXPECT_NE(HintForApiError("versions", "demo", 409, "conflict").find("new version name"),
             std::string::npos);
   EXPECT_NE(HintForApiError("up", "demo", 503, "unavailable").find("committed"), std::string::npos);
+  EXPECT_NE(HintForApiError("deploy", "demo", 503, "runtime_unavailable").find("podman.socket"),
+            std::string::npos);
   EXPECT_EQ(HintForApiError("up", "demo", 400, "bad_request"), "");
 }
 
@@ -235,6 +237,24 @@ TEST(CliFormat, StatusWithAFailedRollout) {
                                  "tasks were healthy after 5m\n"),
             std::string::npos)
       << FormatStatus(s);
+}
+
+TEST(CliFormat, StatusWithAnUnreachableRuntime) {
+  json s = kStatus;
+  s["runtime"] = "podman";
+  s["runtime_status"] = {{"reachable", true}, {"error", ""}, {"since", 1764358000}};
+  EXPECT_EQ(FormatStatus(s).find("UNREACHABLE"), std::string::npos) << FormatStatus(s);
+  s["runtime_status"] = {{"reachable", false},
+                         {"error", "podman: the engine at /run/podman/podman.sock does not answer"},
+                         {"since", 1764358210}};
+  const std::string text = FormatStatus(s);
+  EXPECT_NE(text.find("demo (runtime: podman)\n  RUNTIME UNREACHABLE since 2025-11-28 19:30:10 UTC: "
+                      "podman: the engine at /run/podman/podman.sock does not answer\n    its tasks "
+                      "are left as they are"),
+            std::string::npos)
+      << text;
+  s["runtime_status"] = {{"reachable", false}, {"error", 7}, {"since", "x"}};
+  EXPECT_NO_THROW(FormatStatus(s));
 }
 
 TEST(CliFormat, StatusOfUnexpectedShapesDoesNotThrow) {
