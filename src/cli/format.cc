@@ -285,6 +285,9 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
       return "serve failed and nothing was changed; see serve's log";
     case 503:
       return "the change is committed and will be applied when the proxy is back; see serve's log";
+    case 507:
+      return "nothing was changed: free space in serve's state directory (or make it writable), "
+             "then run the command again; serve needs no restart";
     default:
       break;
   }
