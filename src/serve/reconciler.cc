@@ -263,6 +263,17 @@ proxy::ProxyConfig Reconciler::DesiredConfig(const std::vector<store::StackRecor
 bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
   runtime::Runtime* rt = RuntimeFor("process");
   Result<std::optional<std::string>> stored = store_->GetMeta(kProxyHandleKey);
+  // A handle that could not be recorded (a full or read-only state directory) is recorded as
+  // soon as the store takes it, and used meanwhile: the proxy is not started or adopted again.
+  if (!unrecorded_proxy_handle_.empty()) {
+    Status st = store_->SetMeta(kProxyHandleKey, unrecorded_proxy_handle_);
+    if (st.ok()) {
+      unrecorded_proxy_handle_.clear();
+    } else {
+      StoreFailed("cannot record the proxy's handle", st);
+      stored = std::optional<std::string>(unrecorded_proxy_handle_);
+    }
+  }
   if (stored.ok() && stored->has_value() && !(*stored)->empty()) {
     Result<runtime::TaskStatus> st = rt->Inspect(runtime::TaskHandle{**stored});
     if (st.ok() && st->state == runtime::TaskState::kRunning) {
@@ -277,7 +288,10 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
     Result<std::string> handle = PeerHandle(paths_.proxy_dir() + "/admin.sock");
     if (handle.ok()) {
       spdlog::warn("adopting the proxy {} that answers on {}", *handle, proxy_.address());
-      (void)store_->SetMeta(kProxyHandleKey, *handle);
+      if (Status st = store_->SetMeta(kProxyHandleKey, *handle); !st.ok()) {
+        unrecorded_proxy_handle_ = *handle;
+        StoreFailed("cannot record the proxy's handle", st);
+      }
       return true;
     }
   }
@@ -311,8 +325,10 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
     spdlog::error("cannot start the proxy: {}", handle.status().message());
     return false;
   }
-  Status st = store_->SetMeta(kProxyHandleKey, handle->id);
-  if (!st.ok()) spdlog::error("cannot record the proxy's handle: {}", st.message());
+  if (Status st = store_->SetMeta(kProxyHandleKey, handle->id); !st.ok()) {
+    unrecorded_proxy_handle_ = handle->id;
+    StoreFailed("cannot record the proxy's handle", st);
+  }
   spdlog::info("started the proxy ({}), admin {}", handle->id, proxy_.address());
   const auto deadline = Clock::now() + std::chrono::seconds(10);
   while (Clock::now() < deadline) {

@@ -129,6 +129,8 @@ class Reconciler {
   // Rows of tasks found dead whose removal from the store failed: retried each pass, without
   // reporting the task's exit again (reconciler thread only).
   std::set<int64_t> undeleted_tasks_;
+  // The running proxy's handle when the store could not record it (reconciler thread only).
+  std::string unrecorded_proxy_handle_;
   std::chrono::steady_clock::time_point store_error_logged_{};  // reconciler thread only
   int store_errors_unlogged_ = 0;                               // reconciler thread only
 

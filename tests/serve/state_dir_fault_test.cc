@@ -24,6 +24,11 @@
 namespace bluegreen::serve_it {
 namespace {
 
+std::string TextOf(const std::string& path) {
+  auto r = ReadFile(path);
+  return r.ok() ? *r : std::string();
+}
+
 void PrintLoad(const std::string& what, const LoadGenerator::Totals& t) {
   std::fprintf(stderr, "[load] %s: %s\n", what.c_str(), t.ToString().c_str());
 }
@@ -385,6 +390,76 @@ TEST_F(StateDirFaultTest, DiskFullUnderLoad) {
   PrintLoad("production after the filler was removed", total.Minus(at_recovery));
   PrintLoad("production (whole test)", total);
   EXPECT_EQ(total.failures, 0) << total.ToString();
+  EXPECT_EQ(total.Others("v1\n"), "");
+}
+
+// The proxy SIGKILLed while the disk is full: serve starts a new one, which serves its state file
+// although it cannot rewrite it (it used to exit at start), from a config file serve did not
+// replace with a truncated one (it used to).
+TEST_F(StateDirFaultTest, ProxyKilledWhileDiskIsFull) {
+  std::unique_ptr<LoadGenerator> prod;
+  BG_ASSERT_OK_AND_ASSIGN(StackFile f, LiveStackUnderLoad(&prod));
+  std::optional<ProcEntry> proxy = ProxyProcess();
+  ASSERT_TRUE(proxy.has_value());
+  BG_ASSERT_OK(TruncateWal(state_dir_ + "/bluegreen.db"));
+  BG_ASSERT_OK_AND_ASSIGN(int64_t filled, FillDisk());
+  std::fprintf(stderr, "[fault] disk full: the filler took %lld bytes\n",
+               static_cast<long long>(filled));
+  const size_t log_from = serve_->StderrSize();
+
+  ASSERT_EQ(::kill(proxy->pid, SIGKILL), 0);
+  const auto killed = Clock::now();
+  const LoadGenerator::Totals at_kill = prod->Snapshot();
+  std::optional<ProcEntry> replaced;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        replaced = ProxyProcess();
+        return replaced && replaced->pid != proxy->pid && FetchBody(f.production_port) == "v1\n";
+      },
+      20s))
+      << "no new proxy serving production; serve's stderr:\n"
+      << serve_->Stderr() << "\nproxy.log:\n"
+      << TextOf(state_dir_ + "/proxy/proxy.log");
+  const double back_s = SecondsSince(killed);
+  const LoadGenerator::Totals at_back = prod->Snapshot();
+  ASSERT_TRUE(prod->WaitForMore(at_back, 1000, 20s));
+  std::this_thread::sleep_for(2s);  // serve's passes with the new proxy: no second one started
+  std::optional<ProcEntry> still = ProxyProcess();
+  ASSERT_TRUE(still.has_value());
+  EXPECT_EQ(still->pid, replaced->pid) << "serve started the proxy again";
+  const LoadGenerator::Totals after_back = prod->Snapshot().Minus(at_back);
+  const std::vector<std::string> lines = ServeLogLines(log_from, "");
+  Json config = Json::parse(TextOf(state_dir_ + "/proxy/proxy.json"), nullptr, false);
+  EXPECT_FALSE(config.is_discarded()) << "proxy.json is not JSON";
+  ExpectReadsWork("demo");
+
+  RemoveFiller();
+  ExpectStatus("POST", "/api/v1/tokens", R"({"name": "after", "role": "viewer"})", 201);
+  BG_ASSERT_OK_AND_ASSIGN(Json settled, WaitSettled("demo", 30s));
+  (void)settled;
+  EXPECT_EQ(IntegrityCheck(state_dir_ + "/bluegreen.db"), "ok");
+  // The handle serve could not record while the disk was full is recorded now: a restarted
+  // serve adopts this proxy (it does not start another).
+  serve_->Stop(10s);
+  BG_ASSERT_OK(StartServeWithToken());
+  BG_ASSERT_OK_AND_ASSIGN(Json resettled, WaitSettled("demo", 30s));
+  (void)resettled;
+  std::optional<ProcEntry> adopted = ProxyProcess();
+  ASSERT_TRUE(adopted.has_value());
+  EXPECT_EQ(adopted->pid, replaced->pid) << "the restarted serve did not adopt the proxy";
+
+  prod->Stop();
+  const LoadGenerator::Totals total = prod->Snapshot();
+  std::fprintf(stderr, "[fault] proxy killed, disk full: production answered again after %.2f s\n",
+               back_s);
+  std::fprintf(stderr, "[fault] serve logged %zu lines from the kill to 2 s after\n", lines.size());
+  for (const std::string& l : lines) std::fprintf(stderr, "[fault]   %s\n", l.c_str());
+  PrintLoad("production from the kill until it answered again", at_back.Minus(at_kill));
+  PrintLoad("production after it answered again (disk still full, then freed)",
+            total.Minus(at_back));
+  PrintLoad("production (whole test)", total);
+  EXPECT_EQ(after_back.failures, 0) << after_back.ToString();
+  EXPECT_EQ(total.Minus(at_back).failures, 0) << total.Minus(at_back).ToString();
   EXPECT_EQ(total.Others("v1\n"), "");
 }
 
