@@ -424,9 +424,9 @@ void ProxyServer::Apply(ProxyConfig next, Done done) {
       }
     }
     spdlog::error("a config change was refused, nothing changed: {}", st.message());
-    done(Status(st.code() == StatusCode::kResourceExhausted ? st.code() : StatusCode::kInternal,
-                "the config was not applied (the state file could not be written): " +
-                    st.message()));
+    done(Status(
+        st.code() == StatusCode::kResourceExhausted ? st.code() : StatusCode::kInternal,
+        "the config was not applied (the state file could not be written): " + st.message()));
     return;
   }
   ++generation_;

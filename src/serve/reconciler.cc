@@ -197,10 +197,10 @@ void Reconciler::StoreFailed(const std::string& what, const Status& st) {
     return;
   }
   if (store_errors_unlogged_ > 0) {
-    spdlog::error("{}: {} (and {} more failed store calls in the last {} s)", what, st.message(),
-                  store_errors_unlogged_,
-                  std::chrono::duration_cast<std::chrono::seconds>(now - store_error_logged_)
-                      .count());
+    spdlog::error(
+        "{}: {} (and {} more failed store calls in the last {} s)", what, st.message(),
+        store_errors_unlogged_,
+        std::chrono::duration_cast<std::chrono::seconds>(now - store_error_logged_).count());
   } else {
     spdlog::error("{}: {}", what, st.message());
   }
@@ -310,9 +310,10 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
       fs::rename(config_path + ".tmp", config_path, ec);
     } else {
       fs::remove(config_path + ".tmp", ec);
-      spdlog::error("cannot write {} (is the state directory full or read-only?); starting the "
-                    "proxy with the config there",
-                    config_path);
+      spdlog::error(
+          "cannot write {} (is the state directory full or read-only?); starting the "
+          "proxy with the config there",
+          config_path);
     }
   }
   runtime::TaskSpec spec;
@@ -472,8 +473,11 @@ void Reconciler::CheckTasks(std::vector<store::TaskRecord>* tasks) {
     if (t.state == "exited" || t.state == "stopped") continue;
     if (undeleted_tasks_.count(t.id) != 0) {  // found dead already; its row goes now
       Status st = store_->DeleteTask(t.id);
-      if (st.ok()) undeleted_tasks_.erase(t.id);
-      else StoreFailed(fmt::format("cannot remove task {}", t.id), st);
+      if (st.ok()) {
+        undeleted_tasks_.erase(t.id);
+      } else {
+        StoreFailed(fmt::format("cannot remove task {}", t.id), st);
+      }
       t.state = "exited";
       continue;
     }

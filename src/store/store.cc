@@ -115,8 +115,8 @@ Status SqliteError(sqlite3* db, int rc) {
   const char* file = sqlite3_db_filename(db, "main");
   const std::string path = file != nullptr && *file != '\0' ? file : "the state store";
   const std::string detail = sqlite3_errmsg(db);
-  const bool io = primary == SQLITE_FULL || primary == SQLITE_IOERR ||
-                  primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY;
+  const bool io = primary == SQLITE_FULL || primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN ||
+                  primary == SQLITE_READONLY;
   const int err = io ? sqlite3_system_errno(db) : 0;
   if (primary == SQLITE_FULL || err == ENOSPC || err == EDQUOT) {
     return Status(StatusCode::kResourceExhausted,

@@ -10,10 +10,9 @@
 //
 // Figures (requests, failures, the error messages seen) are printed on stderr with "[load]" and
 // "[fault]" prefixes.
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
-
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <string>
@@ -223,8 +222,7 @@ class StateDirFaultTest : public ServeTest {
   // be written; `says` is what each refusal's message must contain.
   void RefuseEveryWrite(const StackFile& changed, const std::string& v3_dir,
                         const std::string& says) {
-    ExpectRefused("POST", "/api/v1/tokens", R"({"name": "while-faulty", "role": "viewer"})",
-                  says);
+    ExpectRefused("POST", "/api/v1/tokens", R"({"name": "while-faulty", "role": "viewer"})", says);
     ExpectRefused("DELETE", "/api/v1/tokens/before", "", says);
     ExpectRefused("PUT", "/api/v1/stacks/demo/secrets/webhook_secret", "s3cret-value", says);
     ExpectRefused("POST", "/api/v1/stacks/demo/versions",
@@ -239,8 +237,7 @@ class StateDirFaultTest : public ServeTest {
                     ": " + std::string(proxy_test::Trim(up.err)));
     // No half-written secret is left.
     std::error_code ec;
-    EXPECT_FALSE(std::filesystem::exists(
-        state_dir_ + "/secrets/demo/webhook_secret.tmp", ec));
+    EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/secrets/demo/webhook_secret.tmp", ec));
     EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/secrets/demo/webhook_secret", ec));
   }
 
@@ -318,7 +315,8 @@ class StateDirFaultTest : public ServeTest {
     if (!tok.ok() || tok->status != 201) return Internal("token create failed");
     *load = std::make_unique<LoadGenerator>("production", f->production_port, 4);
     (*load)->Start();
-    if (!(*load)->WaitForMore({}, 200, 10s)) return Internal("no load: " + (*load)->Snapshot().ToString());
+    if (!(*load)->WaitForMore({}, 200, 10s))
+      return Internal("no load: " + (*load)->Snapshot().ToString());
     return f;
   }
 
@@ -507,9 +505,8 @@ TEST_F(StateDirFaultTest, StartRefusedOnFullOrReadOnlyStateDir) {
   }
   // serve on the directory as it is now; returns its exit code and stderr.
   auto start = [this](const std::string& what, std::string* err) -> int {
-    auto p = Process::Start(BLUEGREEN_BINARY,
-                            {"serve", "--state-dir", state_dir_, "--api",
-                             "127.0.0.1:" + std::to_string(api_port_)});
+    auto p = Process::Start(BLUEGREEN_BINARY, {"serve", "--state-dir", state_dir_, "--api",
+                                               "127.0.0.1:" + std::to_string(api_port_)});
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     if (!p.ok()) return -1;
     std::optional<int> st = (*p)->WaitExit(20s);
