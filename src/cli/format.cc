@@ -294,6 +294,9 @@ std::string HintForApiError(std::string_view command, const std::string& name, i
                name + "` shows when serve sees it answer";
       }
       return "the change is committed and will be applied when the proxy is back; see serve's log";
+    case 507:
+      return "nothing was changed: free space in serve's state directory (or make it writable), "
+             "then run the command again; serve needs no restart";
     default:
       break;
   }

@@ -38,6 +38,23 @@ HttpResponse Error(int status, std::string_view code, std::string_view message) 
   return HttpResponse::Json(status, ErrorJson(code, message));
 }
 
+// A change Apply refused for a reason other than the config itself: 507 when the state file
+// could not be written (full or read-only disk), else 500.
+HttpResponse ApplyError(const Status& st) {
+  if (st.code() == StatusCode::kResourceExhausted) {
+    return Error(507, "insufficient_storage", st.message());
+  }
+  return Error(500, "internal", st.message());
+}
+
+// The Status of a failed write of `what`: a full or read-only disk is kResourceExhausted.
+Status WriteError(const std::string& what, int err) {
+  const StatusCode code = err == ENOSPC || err == EDQUOT || err == EROFS
+                              ? StatusCode::kResourceExhausted
+                              : StatusCode::kUnavailable;
+  return Status(code, what + ": " + std::strerror(err));
+}
+
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return NotFound("cannot read " + path + ": " + std::strerror(errno));
@@ -52,30 +69,30 @@ Status WriteFileAtomically(const std::string& path, const std::string& data) {
   const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : ".";
   const std::string tmp = (dir / ("." + p.filename().string() + ".tmp")).string();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Unavailable("cannot write " + tmp + ": " + std::strerror(errno));
+  if (fd < 0) return WriteError("cannot write " + tmp, errno);
   size_t off = 0;
   while (off < data.size()) {
     const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
+      const int err = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      return Unavailable("cannot write " + tmp + ": " + err);
+      return WriteError("cannot write " + tmp, err);
     }
     off += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0) {
-    const std::string err = std::strerror(errno);
+    const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
-    return Unavailable("cannot fsync " + tmp + ": " + err);
+    return WriteError("cannot fsync " + tmp, err);
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
+    const int err = errno;
     ::unlink(tmp.c_str());
-    return Unavailable("cannot rename " + tmp + ": " + err);
+    return WriteError("cannot rename " + tmp, err);
   }
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
@@ -172,7 +189,11 @@ Status ProxyServer::Start() {
   std::vector<uint32_t> opened;
   BG_RETURN_IF_ERROR(OpenListeners(cfg, &opened));
   config_ = std::move(cfg);
-  BG_RETURN_IF_ERROR(WriteStateFile());
+  // The config being served is already on disk (the config file or the state file): a state
+  // file that cannot be written now (full or read-only disk) must not keep the proxy down.
+  if (Status st = WriteStateFile(); !st.ok()) {
+    spdlog::warn("serving without updating the state file: {}", st.message());
+  }
   generation_ = 1;
   UpdateHealthTargets();
   for (auto& w : workers_) w->Start();
@@ -402,7 +423,10 @@ void ProxyServer::Apply(ProxyConfig next, Done done) {
         ++it;
       }
     }
-    done(Internal("the config was not applied: " + st.message()));
+    spdlog::error("a config change was refused, nothing changed: {}", st.message());
+    done(Status(
+        st.code() == StatusCode::kResourceExhausted ? st.code() : StatusCode::kInternal,
+        "the config was not applied (the state file could not be written): " + st.message()));
     return;
   }
   ++generation_;
@@ -542,8 +566,11 @@ void ProxyServer::HandleAdmin(const HttpRequest& req, HttpServer::Respond respon
     }
     Apply(std::move(parsed).value(), [this, respond](Status st) {
       if (!st.ok()) {
-        const int code = st.code() == StatusCode::kInvalidArgument ? 400 : 500;
-        respond(Error(code, code == 400 ? "invalid_config" : "internal", st.message()));
+        if (st.code() == StatusCode::kInvalidArgument) {
+          respond(Error(400, "invalid_config", st.message()));
+        } else {
+          respond(ApplyError(st));
+        }
         return;
       }
       respond(HttpResponse::Json(200, json{{"generation", generation_}}.dump()));
@@ -695,7 +722,7 @@ void ProxyServer::HandleSwap(const HttpRequest& req, HttpServer::Respond respond
   std::vector<std::string> listener_names = names;
   Apply(std::move(next), [this, respond, listener_names](Status st) {
     if (!st.ok()) {
-      respond(Error(500, "internal", st.message()));
+      respond(ApplyError(st));
       return;
     }
     json ls = json::array();
@@ -744,7 +771,7 @@ void ProxyServer::HandleRegister(const std::string& group, const HttpRequest& re
   g->targets.push_back(*ep);
   Apply(std::move(next), [this, respond](Status st) {
     if (!st.ok()) {
-      respond(Error(500, "internal", st.message()));
+      respond(ApplyError(st));
       return;
     }
     respond(HttpResponse::Json(200, json{{"generation", generation_}, {"changed", true}}.dump()));
@@ -774,7 +801,7 @@ void ProxyServer::HandleDeregister(const std::string& group, const std::string& 
   const Duration delay = g->deregistration_delay;
   Apply(std::move(next), [this, respond, group, addr, delay](Status st) {
     if (!st.ok()) {
-      respond(Error(500, "internal", st.message()));
+      respond(ApplyError(st));
       return;
     }
     draining_.push_back(DrainingTarget{TargetId(group, addr), group, addr, Clock::now() + delay});

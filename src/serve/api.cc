@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -31,8 +32,15 @@ HttpResponse Error(int status, std::string_view code, std::string_view message) 
       status, json{{"error", {{"code", code}, {"message", message}}}}.dump());
 }
 
+// A failed store call. A full or read-only state directory (kResourceExhausted) is 507
+// Insufficient Storage: nothing was changed, reads still work, the same call succeeds once
+// the directory takes writes again.
 HttpResponse StoreError(const Status& st) {
   spdlog::error("state store: {}", st.message());
+  if (st.code() == StatusCode::kResourceExhausted) {
+    return Error(507, "insufficient_storage", st.message() + "; nothing was changed");
+  }
+  if (st.code() == StatusCode::kUnavailable) return Error(503, "unavailable", st.message());
   return Error(500, "internal", "the state store failed: " + st.message());
 }
 
@@ -676,6 +684,8 @@ HttpResponse StatusError(const Status& st) {
     case StatusCode::kFailedPrecondition: return Error(409, "conflict", st.message());
     case StatusCode::kInvalidArgument: return Error(400, "bad_request", st.message());
     case StatusCode::kUnauthenticated: return Error(401, "unauthenticated", st.message());
+    case StatusCode::kResourceExhausted:
+    case StatusCode::kUnavailable: return StoreError(st);
     default: return Error(500, "internal", st.message());
   }
 }
@@ -823,13 +833,30 @@ HttpResponse Api::PutSecret(const std::string& name, const std::string& key,
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   const std::string tmp = path + ".tmp";
+  // The secret file is replaced whole or not at all; the error names the file, never the value.
+  auto failed = [&](int err) {
+    ::unlink(tmp.c_str());
+    const std::string why = fmt::format("cannot write {}: {}", path, std::strerror(err));
+    if (err == ENOSPC || err == EDQUOT || err == EROFS) {
+      return StoreError(Status(StatusCode::kResourceExhausted,
+                               (err == EROFS ? "the state directory is read-only: "
+                                             : "the state directory's disk is full: ") +
+                                   why));
+    }
+    spdlog::error("{}", why);
+    return Error(500, "internal", why);
+  };
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Error(500, "internal", "cannot write the secret");
-  const bool ok = ::write(fd, value.data(), value.size()) == static_cast<ssize_t>(value.size()) &&
-                  ::fsync(fd) == 0;
+  if (fd < 0) return failed(errno);
+  int err = 0;
+  if (::write(fd, value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
+    err = errno != 0 ? errno : ENOSPC;
+  } else if (::fsync(fd) != 0) {
+    err = errno;
+  }
   ::close(fd);
-  std::filesystem::rename(tmp, path, ec);
-  if (!ok || ec) return Error(500, "internal", "cannot write the secret");
+  if (err != 0) return failed(err);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return failed(errno);
   (void)store_->AddEvent(name, "secret_set", key + " set");  // never the value
   return HttpResponse::Json(200, json{{"name", name}, {"secret", key}, {"set", true}}.dump());
 }

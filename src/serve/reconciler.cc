@@ -23,6 +23,7 @@ namespace bluegreen::serve {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr std::chrono::seconds kStoreErrorLogInterval(30);
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -273,7 +274,26 @@ void Reconciler::Event(const std::string& stack, const std::string& kind,
                        const std::string& message) {
   spdlog::info("{}: {}", stack, message);
   Status st = store_->AddEvent(stack, kind, message);
-  if (!st.ok()) spdlog::warn("cannot record an event: {}", st.message());
+  if (!st.ok()) StoreFailed("cannot record an event", st);
+}
+
+void Reconciler::StoreFailed(const std::string& what, const Status& st) {
+  const auto now = Clock::now();
+  if (store_error_logged_ != Clock::time_point{} &&
+      now - store_error_logged_ < kStoreErrorLogInterval) {
+    ++store_errors_unlogged_;
+    return;
+  }
+  if (store_errors_unlogged_ > 0) {
+    spdlog::error(
+        "{}: {} (and {} more failed store calls in the last {} s)", what, st.message(),
+        store_errors_unlogged_,
+        std::chrono::duration_cast<std::chrono::seconds>(now - store_error_logged_).count());
+  } else {
+    spdlog::error("{}: {}", what, st.message());
+  }
+  store_error_logged_ = now;
+  store_errors_unlogged_ = 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,6 +351,17 @@ proxy::ProxyConfig Reconciler::DesiredConfig(const std::vector<store::StackRecor
 bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
   runtime::Runtime* rt = RuntimeFor("process");
   Result<std::optional<std::string>> stored = store_->GetMeta(kProxyHandleKey);
+  // A handle that could not be recorded (a full or read-only state directory) is recorded as
+  // soon as the store takes it, and used meanwhile: the proxy is not started or adopted again.
+  if (!unrecorded_proxy_handle_.empty()) {
+    Status st = store_->SetMeta(kProxyHandleKey, unrecorded_proxy_handle_);
+    if (st.ok()) {
+      unrecorded_proxy_handle_.clear();
+    } else {
+      StoreFailed("cannot record the proxy's handle", st);
+      stored = std::optional<std::string>(unrecorded_proxy_handle_);
+    }
+  }
   if (stored.ok() && stored->has_value() && !(*stored)->empty()) {
     Result<runtime::TaskStatus> st = rt->Inspect(runtime::TaskHandle{**stored});
     if (st.ok() && st->state == runtime::TaskState::kRunning) {
@@ -345,7 +376,10 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
     Result<std::string> handle = PeerHandle(paths_.proxy_dir() + "/admin.sock");
     if (handle.ok()) {
       spdlog::warn("adopting the proxy {} that answers on {}", *handle, proxy_.address());
-      (void)store_->SetMeta(kProxyHandleKey, *handle);
+      if (Status st = store_->SetMeta(kProxyHandleKey, *handle); !st.ok()) {
+        unrecorded_proxy_handle_ = *handle;
+        StoreFailed("cannot record the proxy's handle", st);
+      }
       return true;
     }
   }
@@ -355,10 +389,20 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
   fs::create_directories(paths_.proxy_dir(), ec);
   const std::string config_path = paths_.proxy_dir() + "/proxy.json";
   {
+    // A config file that cannot be written whole (full or read-only disk) is not put in place:
+    // a truncated one would keep the proxy from starting, and its state file wins anyway.
     std::ofstream out(config_path + ".tmp", std::ios::trunc);
     out << proxy::ProxyConfigToJson(desired);
     out.close();
-    fs::rename(config_path + ".tmp", config_path, ec);
+    if (out) {
+      fs::rename(config_path + ".tmp", config_path, ec);
+    } else {
+      fs::remove(config_path + ".tmp", ec);
+      spdlog::error(
+          "cannot write {} (is the state directory full or read-only?); starting the "
+          "proxy with the config there",
+          config_path);
+    }
   }
   runtime::TaskSpec spec;
   spec.name = "bluegreen-proxy";
@@ -370,8 +414,10 @@ bool Reconciler::EnsureProxy(const proxy::ProxyConfig& desired) {
     spdlog::error("cannot start the proxy: {}", handle.status().message());
     return false;
   }
-  Status st = store_->SetMeta(kProxyHandleKey, handle->id);
-  if (!st.ok()) spdlog::error("cannot record the proxy's handle: {}", st.message());
+  if (Status st = store_->SetMeta(kProxyHandleKey, handle->id); !st.ok()) {
+    unrecorded_proxy_handle_ = handle->id;
+    StoreFailed("cannot record the proxy's handle", st);
+  }
   spdlog::info("started the proxy ({}), admin {}", handle->id, proxy_.address());
   const auto deadline = Clock::now() + std::chrono::seconds(10);
   while (Clock::now() < deadline) {
@@ -513,6 +559,16 @@ bool Reconciler::TargetKnown(const std::string& group, const std::string& addres
 void Reconciler::CheckTasks(std::vector<store::TaskRecord>* tasks) {
   for (store::TaskRecord& t : *tasks) {
     if (t.state == "exited" || t.state == "stopped") continue;
+    if (undeleted_tasks_.count(t.id) != 0) {  // found dead already; its row goes now
+      Status st = store_->DeleteTask(t.id);
+      if (st.ok()) {
+        undeleted_tasks_.erase(t.id);
+      } else {
+        StoreFailed(fmt::format("cannot remove task {}", t.id), st);
+      }
+      t.state = "exited";
+      continue;
+    }
     // A runtime that does not answer knows nothing of its tasks: unknown is not dead. They are
     // left as they are (and keep serving) until it answers again.
     if (!Reachable(t.runtime)) continue;
@@ -548,7 +604,10 @@ void Reconciler::CheckTasks(std::vector<store::TaskRecord>* tasks) {
       (void)RuntimeFor(t.runtime)->Stop(runtime::TaskHandle{leftover}, std::chrono::seconds(1));
     }
     t.state = "exited";
-    (void)store_->DeleteTask(t.id);
+    if (Status st = store_->DeleteTask(t.id); !st.ok()) {
+      undeleted_tasks_.insert(t.id);
+      StoreFailed(fmt::format("cannot remove task {}", t.id), st);
+    }
   }
   std::erase_if(*tasks, [](const store::TaskRecord& t) { return t.state == "exited"; });
 }
@@ -592,7 +651,7 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
   // handle, which the next serve removes.
   Result<int64_t> id = store_->InsertTask(t);
   if (!id.ok()) {
-    spdlog::error("cannot record a new task: {}", id.status().message());
+    StoreFailed("cannot record a new task", id.status());
     return;
   }
   t.id = *id;
@@ -625,7 +684,7 @@ void Reconciler::StartTask(const store::StackRecord& stack, const stack::StackSp
   }
   t.handle = h->id;
   Status st = store_->UpdateTask(t);
-  if (!st.ok()) spdlog::error("cannot record task {}: {}", t.id, st.message());
+  if (!st.ok()) StoreFailed(fmt::format("cannot record task {}", t.id), st);
   spdlog::info("{}: started task {} ({} {}) on {}", stack.name, t.id, identifier, version,
                Address(t));
 }
@@ -809,7 +868,7 @@ void Reconciler::RemoveStack(const store::StackRecord& stack,
   }
   Status st = store_->DeleteStack(stack.name, stack.purge);
   if (!st.ok()) {
-    spdlog::error("{}: cannot remove: {}", stack.name, st.message());
+    StoreFailed(fmt::format("{}: cannot remove", stack.name), st);
     return;
   }
   if (stack.purge) {
@@ -830,8 +889,7 @@ void Reconciler::Pass() {
   Result<std::vector<store::StackRecord>> stacks = store_->ListStacks();
   Result<std::vector<store::TaskRecord>> tasks_or = store_->ListTasks();
   if (!stacks.ok() || !tasks_or.ok()) {
-    spdlog::error("cannot read the store: {}",
-                  (!stacks.ok() ? stacks.status() : tasks_or.status()).message());
+    StoreFailed("cannot read the store", !stacks.ok() ? stacks.status() : tasks_or.status());
     return;
   }
   std::vector<store::TaskRecord> tasks = std::move(tasks_or).value();

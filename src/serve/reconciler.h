@@ -138,6 +138,9 @@ class Reconciler {
   // Stops the task and removes its row; false (row kept) when stopping failed.
   bool StopTaskChecked(store::TaskRecord task, std::chrono::milliseconds grace);
   void Event(const std::string& stack, const std::string& kind, const std::string& message);
+  // Logs a failed store call (a full or read-only state directory fails every pass) at most
+  // once per kStoreErrorLogInterval, saying how many were not logged in between.
+  void StoreFailed(const std::string& what, const Status& st);
 
   store::Store* store_;
   Paths paths_;
@@ -150,6 +153,13 @@ class Reconciler {
   std::map<int64_t, std::chrono::steady_clock::time_point> drain_deadline_;
   nlohmann::json state_;  // this pass's proxy state (reconciler thread only)
   std::map<std::string, RuntimeWatch> runtime_watch_;  // by runtime name (reconciler thread only)
+  // Rows of tasks found dead whose removal from the store failed: retried each pass, without
+  // reporting the task's exit again (reconciler thread only).
+  std::set<int64_t> undeleted_tasks_;
+  // The running proxy's handle when the store could not record it (reconciler thread only).
+  std::string unrecorded_proxy_handle_;
+  std::chrono::steady_clock::time_point store_error_logged_{};  // reconciler thread only
+  int store_errors_unlogged_ = 0;                               // reconciler thread only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

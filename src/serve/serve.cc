@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -64,6 +65,41 @@ Result<std::string> EnsureAdminToken(store::Store* store, const std::string& dir
   return h;
 }
 
+// serve writes its state directory all the time (the store, logs, the proxy's state file): a
+// directory that cannot take a write is refused at start with one message that says why.
+Status CheckWritable(const std::string& dir) {
+  const std::string probe = dir + "/.write-check";
+  auto refuse = [&dir](int err) {
+    if (err == EROFS) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("the state directory {} is read-only: serve needs to write there "
+                                "(the store, logs, the proxy's state); make it writable and start "
+                                "serve again",
+                                dir));
+    }
+    if (err == ENOSPC || err == EDQUOT) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("the state directory {} is full (no space left on its disk): "
+                                "free some space and start serve again",
+                                dir));
+    }
+    return Unavailable(
+        fmt::format("cannot write in the state directory {}: {}", dir, std::strerror(err)));
+  };
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return refuse(errno);
+  const std::string block(4096, '\0');
+  int err = 0;
+  if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) {
+    err = errno != 0 ? errno : ENOSPC;
+  } else if (::fsync(fd) != 0) {
+    err = errno;
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return err == 0 ? Status::Ok() : refuse(err);
+}
+
 }  // namespace
 
 std::string DefaultStateDir() {
@@ -84,11 +120,19 @@ int RunServe(const ServeOptions& options) {
     return 1;
   }
   ::chmod(dir.c_str(), 0700);
+  if (Status writable = CheckWritable(dir); !writable.ok()) {
+    spdlog::error("{}", writable.message());
+    return 1;
+  }
 
   // One serve per state directory.
   const std::string lock_path = dir + "/serve.lock";
   const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+  if (lock_fd < 0) {
+    spdlog::error("cannot open {}: {}", lock_path, std::strerror(errno));
+    return 1;
+  }
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     spdlog::error("another `bluegreen serve` uses {} (lock {} is held)", dir, lock_path);
     return 1;
   }

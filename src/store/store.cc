@@ -1,5 +1,6 @@
 #include "store/store.h"
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 
@@ -106,6 +107,34 @@ CREATE TABLE tokens (
 )sql",
 };
 
+// The Status of a failed SQLite call. A disk that is full or read-only (the state directory's
+// filesystem) is kResourceExhausted with a message that says so, naming the database file: the
+// API answers it with 507. Other I/O errors are kUnavailable; the rest kInternal.
+Status SqliteError(sqlite3* db, int rc) {
+  const int primary = rc & 0xff;
+  const char* file = sqlite3_db_filename(db, "main");
+  const std::string path = file != nullptr && *file != '\0' ? file : "the state store";
+  const std::string detail = sqlite3_errmsg(db);
+  const bool io = primary == SQLITE_FULL || primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN ||
+                  primary == SQLITE_READONLY;
+  const int err = io ? sqlite3_system_errno(db) : 0;
+  if (primary == SQLITE_FULL || err == ENOSPC || err == EDQUOT) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("the state directory's disk is full: cannot write {} (sqlite: {})",
+                              path, detail));
+  }
+  if (primary == SQLITE_READONLY || err == EROFS) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("the state directory is read-only: cannot write {} (sqlite: {})",
+                              path, detail));
+  }
+  if (io) {
+    return Unavailable(fmt::format("cannot read or write {}: {}{}", path, detail,
+                                   err != 0 ? fmt::format(" ({})", std::strerror(err)) : ""));
+  }
+  return Internal(fmt::format("sqlite: {}", detail));
+}
+
 // A prepared statement, finalized on destruction.
 class Stmt {
  public:
@@ -118,7 +147,7 @@ class Stmt {
 
   Status status() const {
     if (rc_ == SQLITE_OK) return Status::Ok();
-    return Internal(fmt::format("sqlite prepare: {}", sqlite3_errmsg(db_)));
+    return SqliteError(db_, rc_);
   }
   Stmt& Bind(int i, const std::string& v) {
     sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
@@ -143,8 +172,7 @@ class Stmt {
     const int rc = sqlite3_step(stmt_);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    return Status(rc == SQLITE_FULL ? StatusCode::kResourceExhausted : StatusCode::kInternal,
-                  fmt::format("sqlite: {}", sqlite3_errmsg(db_)));
+    return SqliteError(db_, rc);
   }
   Status Run() {
     Result<bool> r = Step();
@@ -274,9 +302,16 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
                                      SQLITE_OPEN_FULLMUTEX,
                                  nullptr);
   if (rc != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    Status st = db ? SqliteError(db, rc) : Internal("out of memory");
     sqlite3_close(db);
-    return Unavailable(fmt::format("cannot open the state store {}: {}", path, msg));
+    return Status(st.code(), fmt::format("cannot open the state store {}: {}", path, st.message()));
+  }
+  if (sqlite3_db_readonly(db, "main") == 1) {  // SQLite fell back to read-only
+    sqlite3_close(db);
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("cannot open the state store {} for writing: its directory is "
+                              "read-only or not writable",
+                              path));
   }
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<Store> store(new Store(db));
@@ -290,13 +325,17 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 Store::~Store() { sqlite3_close(db_); }
 
 Status Store::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : sqlite3_errmsg(db_);
-    sqlite3_free(err);
-    return Internal(fmt::format("sqlite: {}", msg));
-  }
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db_, rc);
   return Status::Ok();
+}
+
+Status Store::Commit() {
+  Status st = Exec("COMMIT");
+  // A COMMIT that fails (a full disk) may leave the transaction open; every later statement
+  // would then run inside it and never be committed.
+  if (!st.ok() && sqlite3_get_autocommit(db_) == 0) (void)Exec("ROLLBACK");
+  return st;
 }
 
 Status Store::Migrate() {
@@ -322,7 +361,7 @@ Status Store::Migrate() {
       (void)Exec("ROLLBACK");
       return Internal(fmt::format("schema migration {} failed: {}", v + 1, st.message()));
     }
-    BG_RETURN_IF_ERROR(Exec("COMMIT"));
+    BG_RETURN_IF_ERROR(Commit());
     schema_version_ = v + 1;
   }
   return Status::Ok();
@@ -369,7 +408,7 @@ Status Store::PutStack(const StackRecord& r) {
     (void)Exec("ROLLBACK");
     return st;
   }
-  return Exec("COMMIT");
+  return Commit();
 }
 
 Result<std::optional<StackRecord>> Store::GetStack(const std::string& name) {
@@ -434,7 +473,7 @@ Status Store::DeleteStack(const std::string& name, bool purge) {
     (void)Exec("ROLLBACK");
     return st;
   }
-  return Exec("COMMIT");
+  return Commit();
 }
 
 Result<std::vector<ServiceRecord>> Store::ListServices(const std::string& stack) {
@@ -630,7 +669,7 @@ Result<ExecutionRecord> Store::InsertExecution(const ExecutionRecord& in,
     (void)Exec("ROLLBACK");
     return st;
   }
-  BG_RETURN_IF_ERROR(Exec("COMMIT"));
+  BG_RETURN_IF_ERROR(Commit());
   return e;
 }
 

@@ -3,6 +3,8 @@
 // restarted serve knows what it had promised and what it had started.
 //
 // Records are plain structs; the store does not interpret them beyond keys and foreign keys.
+// A write that fails because the state directory's disk is full or read-only returns
+// kResourceExhausted with a message saying so; the store stays as it was before the call.
 // Thread-safe: one connection, every call holds the store's mutex (calls are short).
 #pragma once
 
@@ -182,6 +184,8 @@ class Store {
   explicit Store(sqlite3* db) : db_(db) {}
   Status Migrate();
   Status Exec(const char* sql);
+  // COMMIT; on failure the transaction is rolled back, never left open.
+  Status Commit();
 
   std::mutex mu_;
   sqlite3* db_;
