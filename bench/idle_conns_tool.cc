@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/posix.h"
 #include "http_client.h"
 
 namespace {
@@ -77,14 +78,11 @@ Options ParseOptions(int argc, char** argv) {
 int main(int argc, char** argv) {
   const Options o = ParseOptions(argc, argv);
 
-  rlimit lim{};
-  getrlimit(RLIMIT_NOFILE, &lim);
-  lim.rlim_cur = lim.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &lim);
-  getrlimit(RLIMIT_NOFILE, &lim);
-  if (lim.rlim_cur < o.conns + 32) {
+  rlim_t before = 0;
+  const rlim_t limit = bluegreen::RaiseFileLimit(&before);
+  if (limit < o.conns + 32) {
     std::fprintf(stderr, "idle_conns_tool: RLIMIT_NOFILE is %llu, need %llu\n",
-                 static_cast<unsigned long long>(lim.rlim_cur),
+                 static_cast<unsigned long long>(limit),
                  static_cast<unsigned long long>(o.conns + 32));
     return 2;
   }

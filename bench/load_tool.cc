@@ -18,7 +18,6 @@
 // response, a timeout (--timeout-ms without a byte), a malformed response or a status outside
 // 200-399. Each line "t=S requests=N failed=F rate=R/s" covers one interval; the last lines give the
 // totals, latency percentiles and the failures by kind. Exits 0 only if no request failed.
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/posix.h"
 #include "http_client.h"
 
 namespace {
@@ -251,10 +251,8 @@ void Client(const Options& o, uint64_t index, bool close_each, double interval_s
 
 int main(int argc, char** argv) {
   const Options o = ParseOptions(argc, argv);
-  rlimit lim{};
-  getrlimit(RLIMIT_NOFILE, &lim);
-  lim.rlim_cur = lim.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &lim);
+  rlim_t before = 0;
+  bluegreen::RaiseFileLimit(&before);
 
   const double interval_s =
       o.rate == 0 ? 0 : static_cast<double>(o.clients) / static_cast<double>(o.rate);
