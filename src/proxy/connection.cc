@@ -475,10 +475,10 @@ void ClientConnection::UpstreamFailed(bool timeout) {
     w_->AddInFlight(target_->id, -1);
     in_flight_counted_ = false;
   }
-  // At most one retry, always on a fresh connection, never after a timeout or a response byte,
-  // and only when no byte of the request body has gone out:
-  // - nothing was sent at all (the connect failed): any method, to another target where there is
-  //   one;
+  // At most one retry, always on a fresh connection, never after upstream_response_timeout or a
+  // response byte, and only when no byte of the request body has gone out:
+  // - nothing was sent at all (the connect failed or timed out): any method, to another target
+  //   where there is one;
   // - an idempotent request on a reused connection (the server may have closed it while it sat
   //   idle): to another target where there is one, else to the same one;
   // - an idempotent request on a fresh connection (the target reset or closed it: killed,
