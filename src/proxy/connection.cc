@@ -478,14 +478,22 @@ void ClientConnection::UpstreamFailed(bool timeout) {
     w_->AddInFlight(target_->id, -1);
     in_flight_counted_ = false;
   }
-  // One retry on a fresh connection, to another target where there is one: only when nothing of
-  // the request body has gone out, and the request is idempotent or nothing was sent at all.
+  // At most one retry, always on a fresh connection, never after upstream_response_timeout or a
+  // response byte, and only when no byte of the request body has gone out:
+  // - nothing was sent at all (the connect failed or timed out): any method, to another target
+  //   where there is one;
+  // - an idempotent request on a reused connection (the server may have closed it while it sat
+  //   idle): to another target where there is one, else to the same one;
+  // - an idempotent request on a fresh connection (the target reset or closed it: killed,
+  //   crashing, overloaded): to another target only, as HAProxy's `retry-on conn-failure
+  //   empty-response` and Envoy's `reset` do; the same target would most likely fail it again.
   const bool nothing_sent = up_bytes_sent_ == 0;
   const bool retry_ok = !retried_ && !timeout && req_body_sent_ == 0 &&
-                        (nothing_sent || (req_idempotent_ && was_reused)) && !resp_started_;
+                        (nothing_sent || req_idempotent_) && !resp_started_;
   if (retry_ok) {
     const TargetSnap* t = w_->PickTarget(*ws_->snap, listener_->group, target_->id);
-    if (t != nullptr) {
+    const bool other_target_only = !nothing_sent && !was_reused;
+    if (t != nullptr && !(other_target_only && t->id == target_->id)) {
       retried_ = true;
       w_->CountRetry();
       up_head_->start = 0;

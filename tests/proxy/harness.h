@@ -1218,6 +1218,7 @@ class Backend {
   struct Stats {
     int64_t requests = 0;
     int64_t connections_accepted = 0;
+    int64_t posts = 0;  // the POST requests among `requests`
   };
   // GET /control/stats, directly (not through the proxy).
   Result<Stats> GetStats() const {
@@ -1230,6 +1231,7 @@ class Backend {
     Stats s;
     s.requests = j.value("requests", int64_t{0});
     s.connections_accepted = j.value("connections_accepted", int64_t{0});
+    s.posts = j.value("posts", int64_t{0});
     return s;
   }
 
@@ -1238,6 +1240,15 @@ class Backend {
     auto r = FetchGet(port_, "/control/health/" + std::to_string(status));
     if (!r.ok()) return r.status();
     if (r->status != 200) return Internal("/control/health: " + std::to_string(r->status));
+    return Status::Ok();
+  }
+
+  // Makes every later ordinary request be answered as `mode` says ("none", "hang", "reset",
+  // "slow-MS", "close-early"; GET /control/fault/MODE, directly). See test_backend.cc.
+  Status SetFault(const std::string& mode) const {
+    auto r = FetchGet(port_, "/control/fault/" + mode);
+    if (!r.ok()) return r.status();
+    if (r->status != 200) return Internal("/control/fault: " + std::to_string(r->status));
     return Status::Ok();
   }
 
@@ -1430,6 +1441,7 @@ class StatsProbe {
     if (!b.ok()) return b.status();
     self_.requests = b->requests - a->requests;
     self_.connections_accepted = b->connections_accepted - a->connections_accepted;
+    self_.posts = b->posts - a->posts;
     before_ = *b;
     return Status::Ok();
   }
@@ -1441,6 +1453,7 @@ class StatsProbe {
     d.requests = now->requests - before_.requests - self_.requests;
     d.connections_accepted =
         now->connections_accepted - before_.connections_accepted - self_.connections_accepted;
+    d.posts = now->posts - before_.posts - self_.posts;
     return d;
   }
 

@@ -446,6 +446,115 @@ TEST_F(RetryTest, IdempotentRequestIsRetriedOnceOnAFreshConnection) {
   EXPECT_EQ(Retries(), retries_before + 1);
 }
 
+// A request that fails on a fresh connection to the only target is not sent there again.
+TEST_F(RetryTest, IdempotentRequestResetOnAFreshConnectionToTheOnlyTargetIs502) {
+  // The test listener's group has one target, green, and no pooled connection to it yet.
+  StatsProbe probe(bg_.green);
+  BG_ASSERT_OK(probe.Begin());
+  const double retries_before = Retries();
+
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse resp, FetchGet(bg_.proxy->test_port(), "/reset"));
+  EXPECT_EQ(resp.status, 502) << resp;
+
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta, probe.Delta());
+  EXPECT_EQ(delta.requests, 1) << "sent again to the target that reset it";
+  EXPECT_EQ(Retries(), retries_before);
+}
+
+// Production's group has two targets, a and b; b resets every ordinary request
+// (/control/fault/reset), as a crashing or killed process does. One worker, round robin, health
+// checks far apart, no pooled connection when a test starts.
+class TwoTargetRetryTest : public ProxyTest {
+ protected:
+  void SetUp() override {
+    ProxyTest::SetUp();
+    if (HasFatalFailure()) return;
+    BG_ASSERT_OK_AND_ASSIGN(a_, StartBackend("a"));
+    BG_ASSERT_OK_AND_ASSIGN(b_, StartBackend("b"));
+    BG_ASSERT_OK_AND_ASSIGN(Backend * green, StartBackend("green"));
+    BG_ASSERT_OK_AND_ASSIGN(ProxyConfigSpec spec,
+                            BlueGreenConfig({a_->address(), b_->address()}, {green->address()}));
+    spec.workers = 1;
+    for (auto& g : spec.target_groups) {
+      g.health_check.interval = "60s";
+      g.health_check.timeout = "2s";
+    }
+    BG_ASSERT_OK_AND_ASSIGN(proxy_, StartProxy(spec));
+    BG_ASSERT_OK(WaitAllHealthy(*proxy_));
+    BG_ASSERT_OK(b_->SetFault("reset"));
+  }
+  double Retries() {
+    auto m = proxy_->admin().Metrics();
+    return m.ok() ? MetricValue(*m, "bluegreen_upstream_retries_total").value_or(0) : -1;
+  }
+
+  Backend* a_ = nullptr;
+  Backend* b_ = nullptr;
+  ProxyProcess* proxy_ = nullptr;
+};
+
+TEST_F(TwoTargetRetryTest, IdempotentRequestResetOnAFreshConnectionIsRetriedOnTheOtherTarget) {
+  StatsProbe probe_a(a_), probe_b(b_);
+  BG_ASSERT_OK(probe_a.Begin());
+  BG_ASSERT_OK(probe_b.Begin());
+  const double retries_before = Retries();
+
+  // Round robin sends every other request to b, each time on a fresh connection (b's reset
+  // connections never go back to the pool). Each client connection is new too.
+  constexpr int kRequests = 6;
+  for (int i = 0; i < kRequests; ++i) {
+    HttpRequest req;
+    req.method = i % 3 == 2 ? "HEAD" : "GET";
+    req.target = "/item/" + std::to_string(i);
+    BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(proxy_->production_port()));
+    BG_ASSERT_OK(conn->Send(req.Serialize()));
+    ReadOptions opts;
+    opts.request_method = req.method;
+    BG_ASSERT_OK_AND_ASSIGN(HttpResponse resp, conn->ReadResponse(opts));
+    EXPECT_EQ(resp.status, 200) << req.method << " " << req.target << ": " << resp;
+    EXPECT_EQ(resp.Header("X-Backend"), "a") << resp;
+  }
+
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta_a, probe_a.Delta());
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta_b, probe_b.Delta());
+  EXPECT_EQ(delta_a.requests, kRequests);
+  EXPECT_GE(delta_b.requests, 1) << "round robin never picked b";
+  EXPECT_EQ(delta_b.connections_accepted, delta_b.requests) << "b got a reused connection";
+  EXPECT_EQ(Retries(), retries_before + static_cast<double>(delta_b.requests));
+  RecordProperty("requests_reset_by_b", std::to_string(delta_b.requests));
+}
+
+TEST_F(TwoTargetRetryTest, PostResetOnAFreshConnectionIsNotRetried) {
+  StatsProbe probe_a(a_), probe_b(b_);
+  BG_ASSERT_OK(probe_a.Begin());
+  BG_ASSERT_OK(probe_b.Begin());
+  const double retries_before = Retries();
+
+  constexpr int kRequests = 6;
+  int bad_gateway = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    HttpRequest post;
+    post.method = "POST";
+    post.target = "/orders";
+    post.body = "amount=" + std::to_string(100 + i);
+    BG_ASSERT_OK_AND_ASSIGN(HttpResponse resp, Fetch(proxy_->production_port(), post));
+    if (resp.status == 502) {
+      ++bad_gateway;
+      EXPECT_FALSE(resp.HasHeader("X-Backend")) << resp;
+    } else {
+      EXPECT_EQ(resp.status, 200) << resp;
+      EXPECT_EQ(resp.body, "a " + std::to_string(post.body.size()) + "\n") << resp;
+    }
+  }
+
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta_a, probe_a.Delta());
+  BG_ASSERT_OK_AND_ASSIGN(Backend::Stats delta_b, probe_b.Delta());
+  EXPECT_GE(bad_gateway, 1) << "round robin never picked b";
+  EXPECT_EQ(delta_b.posts, bad_gateway) << "a POST reset by b was sent again";
+  EXPECT_EQ(delta_a.posts, kRequests - bad_gateway) << "a POST reset by b was replayed on a";
+  EXPECT_EQ(Retries(), retries_before);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Upstream keep-alive race
 

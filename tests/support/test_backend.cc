@@ -29,11 +29,24 @@
 //   /health                 status from --health-status (default 200), body "<name>\n"
 //   /control/health/NNN     sets the /health status to NNN (200..599) for every thread; 200 "ok"
 //   /control/stats          200 application/json {"requests": N, "connections_accepted": M,
-//                           "health_checks": H, "connections_total": T}
+//                           "health_checks": H, "connections_total": T, "posts": P}
 //                           N counts every request except /health and /control/* (counted when
 //                           its head has arrived); M counts the connections that carried at least
 //                           one such request, so health checks and stats calls leave N and M
-//                           alone; H counts /health requests; T every accepted connection
+//                           alone; H counts /health requests; T every accepted connection; P the
+//                           POST requests among N
+//   /control/fault/MODE     200 "ok"; from now on every thread answers each ordinary request
+//                           (any request but /health and /control/*; counted in N as usual), once
+//                           its head and body have arrived, according to MODE:
+//                             none         as described here (the default)
+//                             hang         never answers; the connection stays open
+//                             reset        closes with RST (SO_LINGER 0) without answering
+//                             slow-MS      answers as usual, MS milliseconds (0..3600000) late
+//                             close-early  answers as usual, keep-alive and without
+//                                          "Connection: close", then closes the connection
+//                                          gracefully right after the answer
+//                           Requests already answered or waiting are not affected; /health and
+//                           /control/* keep working in every mode.
 //   /chunked/N              chunked response, N chunks of "<name>\n" (HTTP/1.0: Content-Length)
 //   /big/BYTES              Content-Length response of BYTES bytes; byte i is 'a' + i % 26
 //   /close                  200 "<name>\n" with "Connection: close", then closes
@@ -322,6 +335,7 @@ enum class Route : uint8_t {
   kHealth,
   kControlHealth,
   kControlStats,
+  kControlFault,
   kChunked,
   kBig,
   kClose,
@@ -331,6 +345,29 @@ enum class Route : uint8_t {
 };
 
 enum class BodyKind : uint8_t { kNone, kLength, kChunked };
+
+// How ordinary requests are answered (/control/fault/MODE).
+enum class Fault : uint8_t { kNone, kHang, kReset, kSlow, kCloseEarly };
+
+// "none", "hang", "reset", "slow-MS", "close-early"; *ms gets MS for slow.
+bool ParseFault(std::string_view mode, Fault* fault, uint64_t* ms) {
+  *ms = 0;
+  if (mode == "none") {
+    *fault = Fault::kNone;
+  } else if (mode == "hang") {
+    *fault = Fault::kHang;
+  } else if (mode == "reset") {
+    *fault = Fault::kReset;
+  } else if (mode == "close-early") {
+    *fault = Fault::kCloseEarly;
+  } else if (mode.starts_with("slow-")) {
+    if (!ParseDecimal(mode.substr(5), 3600 * 1000, ms)) return false;
+    *fault = Fault::kSlow;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 enum class ChunkState : uint8_t {
   kSize,
@@ -346,9 +383,11 @@ enum class ChunkState : uint8_t {
 
 struct Request {
   Route route = Route::kDefault;
-  uint64_t arg = 0;  // NNN, MS, N or BYTES of the route
-  bool get = false;  // GET or HEAD
+  uint64_t arg = 0;            // NNN, MS, N or BYTES of the route
+  Fault fault = Fault::kNone;  // the MODE of /control/fault/MODE
+  bool get = false;            // GET or HEAD
   bool head = false;
+  bool post = false;
   bool http10 = false;
   bool keep_alive = true;
   bool expect_continue = false;
@@ -383,6 +422,12 @@ bool ResolveRoute(std::string_view path, Request* req) {
     return number("/control/health/", 599, Route::kControlHealth) && req->arg >= 200;
   } else if (path == "/control/stats") {
     req->route = Route::kControlStats;
+  } else if (path.starts_with("/control/fault/")) {
+    if (!ParseFault(path.substr(std::string_view("/control/fault/").size()), &req->fault,
+                    &req->arg)) {
+      return false;
+    }
+    req->route = Route::kControlFault;
   } else if (path.starts_with("/chunked/")) {
     return number("/chunked/", 10'000'000, Route::kChunked);
   } else if (path.starts_with("/big/")) {
@@ -431,6 +476,7 @@ ParseStatus ParseHead(std::string_view data, Request* req, std::string* echo, si
   }
   req->head = method == "HEAD";
   req->get = req->head || method == "GET";
+  req->post = method == "POST";
 
   if (target.starts_with("http://") || target.starts_with("https://")) {
     const size_t authority = target.find("//") + 2;
@@ -534,7 +580,8 @@ struct Server {
   std::string name;
   int64_t idle_close_ms = 0;
   std::atomic<int> health_status{200};
-  std::vector<Loop*> loops;  // written before the loops start
+  std::atomic<uint64_t> fault{0};  // Fault in the low 8 bits, slow-MS's MS above them
+  std::vector<Loop*> loops;        // written before the loops start
 
   std::string backend_header;  // "X-Backend: <name>\r\n"
   std::string ok_keep_alive;   // full answers to a simple GET
@@ -559,7 +606,8 @@ struct Conn {
   bool read_blocked = false;  // stopped reading at kMaxBufferedInput
   bool write_shut = false;
   bool idle_timer_pending = false;
-  bool counted = false;  // carried a request counted in requests_, and counted in accepted_
+  bool counted = false;        // carried a request counted in requests_, and counted in accepted_
+  bool fault_delayed = false;  // in kDelay because of slow-MS: the timer answers the request
   int64_t last_active = 0;
   uint64_t big_remaining = 0;
   uint64_t big_sent = 0;
@@ -640,6 +688,7 @@ class Loop {
   uint64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
   uint64_t health_checks() const { return health_checks_.load(std::memory_order_relaxed); }
   uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+  uint64_t posts() const { return posts_.load(std::memory_order_relaxed); }
 
  private:
   enum class Progress { kNeedInput, kOutputFull, kWaiting };
@@ -673,6 +722,7 @@ class Loop {
       c->phase = Phase::kHead;
       c->peer_closed = c->read_blocked = c->write_shut = c->idle_timer_pending = false;
       c->counted = false;
+      c->fault_delayed = false;
       c->last_active = now_;
       c->big_remaining = c->big_sent = 0;
       c->in.Clear();
@@ -730,9 +780,14 @@ class Loop {
       switch (t.kind) {
         case TimerKind::kDelay:
           if (c->phase == Phase::kDelay) {
-            Answer(c, 200, "text/plain", NameBody());
-            Finish(c);
-            Drive(c);
+            if (c->fault_delayed) {
+              c->fault_delayed = false;
+              Respond(c);
+            } else {
+              Answer(c, 200, "text/plain", NameBody());
+              Finish(c);
+            }
+            if (c->fd >= 0) Drive(c);
           }
           break;
         case TimerKind::kIdle:
@@ -920,8 +975,10 @@ class Loop {
     Request& r = c->req;
     if (r.route == Route::kHealth) {
       Bump(health_checks_);
-    } else if (r.route != Route::kControlHealth && r.route != Route::kControlStats) {
+    } else if (r.route != Route::kControlHealth && r.route != Route::kControlStats &&
+               r.route != Route::kControlFault) {
       Bump(requests_);
+      if (r.post) Bump(posts_);
       if (!c->counted) {
         c->counted = true;
         Bump(accepted_);
@@ -1110,8 +1167,36 @@ class Loop {
   // After an answer: the next request, or a graceful close.
   void Finish(Conn* c) { c->phase = c->req.keep_alive ? Phase::kHead : Phase::kLinger; }
 
-  // The request (head and body) is complete: answer it.
+  // The request (head and body) is complete: answer it as the fault mode says.
   void Complete(Conn* c) {
+    const Route route = c->req.route;
+    const bool ordinary = route != Route::kHealth && route != Route::kControlHealth &&
+                          route != Route::kControlStats && route != Route::kControlFault;
+    const uint64_t fault = ordinary ? server_->fault.load(std::memory_order_relaxed) : 0;
+    switch (static_cast<Fault>(fault & 0xff)) {
+      case Fault::kNone:
+        Respond(c);
+        return;
+      case Fault::kHang:
+        c->phase = Phase::kHang;
+        return;
+      case Fault::kReset:
+        Close(c, /*reset=*/true);
+        return;
+      case Fault::kSlow:
+        c->phase = Phase::kDelay;
+        c->fault_delayed = true;
+        AddTimer(now_ + static_cast<int64_t>(fault >> 8), c, TimerKind::kDelay);
+        return;
+      case Fault::kCloseEarly:
+        Respond(c);
+        if (c->fd >= 0 && c->phase == Phase::kHead) c->phase = Phase::kLinger;
+        return;
+    }
+  }
+
+  // Answers the complete request as its route says.
+  void Respond(Conn* c) {
     Request& r = c->req;
     switch (r.route) {
       case Route::kDefault:
@@ -1151,10 +1236,16 @@ class Loop {
         server_->health_status.store(static_cast<int>(r.arg), std::memory_order_relaxed);
         Answer(c, 200, "text/plain", "ok");
         break;
+      case Route::kControlFault:
+        server_->fault.store(static_cast<uint64_t>(r.fault) | (r.arg << 8),
+                             std::memory_order_relaxed);
+        Answer(c, 200, "text/plain", "ok");
+        break;
       case Route::kControlStats: {
-        uint64_t requests = 0, accepted = 0, health = 0, total = 0;
+        uint64_t requests = 0, accepted = 0, health = 0, total = 0, posts = 0;
         for (const Loop* loop : server_->loops) {
           requests += loop->requests();
+          posts += loop->posts();
           accepted += loop->accepted();
           health += loop->health_checks();
           total += loop->connections();
@@ -1162,7 +1253,8 @@ class Loop {
         const std::string json = "{\"requests\": " + std::to_string(requests) +
                                  ", \"connections_accepted\": " + std::to_string(accepted) +
                                  ", \"health_checks\": " + std::to_string(health) +
-                                 ", \"connections_total\": " + std::to_string(total) + "}\n";
+                                 ", \"connections_total\": " + std::to_string(total) +
+                                 ", \"posts\": " + std::to_string(posts) + "}\n";
         Answer(c, 200, "application/json", json);
         break;
       }
@@ -1221,6 +1313,7 @@ class Loop {
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> health_checks_{0};
   std::atomic<uint64_t> connections_{0};
+  std::atomic<uint64_t> posts_{0};
 };
 
 // ---------------------------------------------------------------------------------------------
