@@ -21,6 +21,16 @@ struct Buffer {
   size_t space() const { return kSize - end; }
   // Moves the unread bytes to the front to make room at the end.
   void Compact();
+  // Before a read into space(): an empty buffer starts from the front again (left at the end, one
+  // that was filled exactly would offer no room, and a recv() of 0 bytes returns 0, which reads as
+  // EOF); a full one moves its unread bytes to the front.
+  void MakeRoom() {
+    if (empty()) {
+      start = end = 0;
+    } else if (space() == 0) {
+      Compact();
+    }
+  }
 };
 
 class BufferPool {

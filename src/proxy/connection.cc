@@ -233,9 +233,7 @@ bool ClientConnection::DriveHead() {
     return false;
   }
   if (in_ == nullptr) in_ = w_->buffers().Get();
-  // Everything read was consumed: read from the front again. (Left at the end, a buffer that the
-  // requests filled exactly has no room, and recv() of 0 bytes returns 0, which reads as EOF.)
-  if (in_->empty()) in_->start = in_->end = 0;
+  in_->MakeRoom();
   const bool was_empty = in_->empty();
   if (was_empty) {
     const Limits& l = w_->current().limits;
@@ -541,8 +539,7 @@ bool ClientConnection::DriveProxy() {
     } else if (!head_left && req_body_pending_ == 0 && !req_body_.done() && !client_eof_ &&
                !waiting(Wait::kClientRead)) {
       // Need more request body from the client.
-      if (in_->empty()) in_->start = in_->end = 0;
-      if (in_->space() == 0) in_->Compact();
+      in_->MakeRoom();
       const ssize_t n = ::recv(cfd, in_->data + in_->end, in_->space(), 0);
       if (n > 0) {
         const size_t got = static_cast<size_t>(n);
@@ -583,8 +580,7 @@ bool ClientConnection::DriveProxy() {
              !waiting(Wait::kUpRead) &&
       (client_head_ == nullptr || client_head_->empty()) && !(resp_head_done_ && resp_body_.done())) {
     if (resp_ == nullptr) resp_ = w_->buffers().Get();
-    if (resp_->empty()) resp_->start = resp_->end = 0;
-    if (resp_->space() == 0) resp_->Compact();
+    resp_->MakeRoom();
     const ssize_t n = ::recv(up_fd(), resp_->data + resp_->end, resp_->space(), 0);
     if (n > 0) {
       resp_started_ = true;
