@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -13,6 +14,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace bluegreen {
 
@@ -116,6 +118,19 @@ inline rlim_t RaiseFileLimit(rlim_t* before) {
     if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return raised.rlim_cur;
   }
   return lim.rlim_cur;
+}
+
+// The CPUs this process may run on (its affinity mask: taskset, a cgroup cpuset), in ascending
+// order; empty if the mask cannot be read.
+inline std::vector<int> AllowedCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int i = 0; i < CPU_SETSIZE; ++i) {
+    if (CPU_ISSET(i, &set)) cpus.push_back(i);
+  }
+  return cpus;
 }
 
 // strerror(err) as a string.

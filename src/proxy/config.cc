@@ -188,6 +188,10 @@ class Validator {
     if (config.workers < 0 || config.workers > kMaxWorkers) {
       Report("workers", RangeError(0, kMaxWorkers, std::to_string(config.workers)));
     }
+    if (!config.cpu_affinity.empty() && config.cpu_affinity != "auto" &&
+        config.cpu_affinity != "none") {
+      Report("cpu_affinity", "must be auto or none, got " + Quote(config.cpu_affinity));
+    }
 
     std::map<std::string, size_t> group_index;
     for (size_t i = 0; i < config.target_groups.size(); ++i) {
@@ -439,6 +443,10 @@ class Decoder {
                      if (auto n = GetInteger(v, p, line, 0, kMaxWorkers)) {
                        config->workers = static_cast<int>(*n);
                      }
+                   }},
+                  {"cpu_affinity", false,
+                   [&](const YAML::Node& v, const std::string& p, int line) {
+                     GetString(v, p, line, &config->cpu_affinity);
                    }},
                   {"listeners", false,
                    [&](const YAML::Node& v, const std::string& p, int line) {
@@ -1029,6 +1037,7 @@ std::string ProxyConfigToJson(const ProxyConfig& config) {
   if (!config.admin.empty()) root["admin"] = config.admin;
   if (!config.state_file.empty()) root["state_file"] = config.state_file;
   root["workers"] = config.workers;
+  if (!config.cpu_affinity.empty()) root["cpu_affinity"] = config.cpu_affinity;
 
   Json listeners = Json::array();
   for (const ListenerConfig& l : config.listeners) {

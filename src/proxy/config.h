@@ -86,7 +86,8 @@ struct Limits {
 struct ProxyConfig {
   std::string admin;                 // "127.0.0.1:9901" or "unix:/path"; empty = no admin API
   std::string state_file;            // empty = none
-  int workers = 0;                   // 0 = number of cores
+  int workers = 0;                   // 0 = number of CPUs the process may use
+  std::string cpu_affinity;          // "auto" (empty = auto) or "none"
   std::vector<ListenerConfig> listeners;
   std::vector<TargetGroupConfig> target_groups;
   Limits limits;

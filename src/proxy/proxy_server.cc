@@ -15,8 +15,11 @@
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include "common/posix.h"
 
 namespace bluegreen::proxy {
 
@@ -125,6 +128,7 @@ void MergeProcessSettings(const ProxyConfig& from, ProxyConfig* into) {
   into->admin = from.admin;
   into->state_file = from.state_file;
   into->workers = from.workers;
+  into->cpu_affinity = from.cpu_affinity;
 }
 
 }  // namespace
@@ -166,9 +170,19 @@ Status ProxyServer::Start() {
     }
   }
 
-  int n_workers = cfg.workers > 0 ? cfg.workers
-                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const std::vector<int> cpus = AllowedCpus();
+  int n_workers = cfg.workers;
+  if (n_workers <= 0) {
+    n_workers = !cpus.empty() ? static_cast<int>(cpus.size())
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   cfg.workers = n_workers;
+  if (cfg.cpu_affinity.empty()) cfg.cpu_affinity = "auto";
+  // cpu_affinity auto: worker i runs on the i-th CPU the process may use, so that two workers
+  // never queue behind each other on one CPU while the other CPU runs something else. Only when
+  // there is a CPU for every worker; otherwise the scheduler places them.
+  const bool pin = cfg.cpu_affinity == "auto" && cpus.size() > 1 &&
+                   static_cast<size_t>(n_workers) <= cpus.size();
 
   if (!cfg.admin.empty()) {
     admin_ = std::make_unique<HttpServer>(
@@ -196,7 +210,14 @@ Status ProxyServer::Start() {
   }
   generation_ = 1;
   UpdateHealthTargets();
-  for (auto& w : workers_) w->Start();
+  for (auto& w : workers_) {
+    std::vector<Worker*> peers;
+    for (auto& o : workers_) {
+      if (o != w) peers.push_back(o.get());
+    }
+    w->SetPeers(std::move(peers));
+  }
+  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->Start(pin ? cpus[i] : -1);
   Publish([](Status) {});
 
   startup_timer_.expires_after(kStartupHealthWait);
@@ -214,8 +235,10 @@ Status ProxyServer::Start() {
   signals_.add(SIGHUP);
   WaitForSignal();
 
-  spdlog::info("bluegreen proxy: {} workers, {} listeners, {} target groups, admin {}",
-               n_workers, config_.listeners.size(), config_.target_groups.size(),
+  std::string placement = "not pinned";
+  if (pin) placement = fmt::format("on CPUs {}", fmt::join(cpus.begin(), cpus.begin() + n_workers, ","));
+  spdlog::info("bluegreen proxy: {} workers ({}), {} listeners, {} target groups, admin {}",
+               n_workers, placement, config_.listeners.size(), config_.target_groups.size(),
                admin_ ? admin_->address() : "off");
   return Status::Ok();
 }
@@ -398,8 +421,10 @@ void ProxyServer::Apply(ProxyConfig next, Done done) {
   // Process settings belong to the process: they change only with a restart.
   if ((!next.admin.empty() && next.admin != config_.admin) ||
       (!next.state_file.empty() && next.state_file != config_.state_file) ||
-      (next.workers != 0 && next.workers != config_.workers)) {
-    done(InvalidArgument("admin, state_file and workers can only be changed by a restart"));
+      (next.workers != 0 && next.workers != config_.workers) ||
+      (!next.cpu_affinity.empty() && next.cpu_affinity != config_.cpu_affinity)) {
+    done(InvalidArgument(
+        "admin, state_file, workers and cpu_affinity can only be changed by a restart"));
     return;
   }
   MergeProcessSettings(config_, &next);

@@ -1,6 +1,7 @@
 #include "proxy/worker.h"
 
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -11,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/posix.h"
 #include "proxy/connection.h"
 
 namespace bluegreen::proxy {
@@ -66,9 +68,17 @@ Worker::~Worker() {
   }
 }
 
-void Worker::Start() {
-  thread_ = std::thread([this] {
+void Worker::Start(int cpu) {
+  thread_ = std::thread([this, cpu] {
     RequestShortTimeSlice();
+    if (cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      if (const int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set); err != 0) {
+        spdlog::warn("worker {}: cannot pin to CPU {}: {}", index_, cpu, ErrnoText(err));
+      }
+    }
     tick_timer_.expires_after(kTickInterval);
     tick_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) Tick();
@@ -184,16 +194,65 @@ void Worker::OnAcceptReady(Acceptor* a) {
     }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto* c = new ClientConnection(this, fd, a->listener_id, reinterpret_cast<sockaddr*>(&peer),
-                                   len);
-    c->next_ = conns_;
-    if (conns_ != nullptr) conns_->prev_ = c;
-    conns_ = c;
-    ++conn_count_;
-    ++accepted_;
-    c->Start();
+    if (HandOff(fd, a->listener_id, peer, len)) continue;
+    load_.fetch_add(1, std::memory_order_relaxed);
+    Adopt(fd, a->listener_id, peer, len);
   }
   if (!draining_) StartAccept(a);
+}
+
+namespace {
+// An accepted descriptor on its way to another worker: closed if the hand-off never runs (the
+// worker stopped first).
+struct PendingFd {
+  explicit PendingFd(int f) : fd(f) {}
+  PendingFd(PendingFd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  PendingFd(const PendingFd&) = delete;
+  PendingFd& operator=(const PendingFd&) = delete;
+  PendingFd& operator=(PendingFd&&) = delete;
+  ~PendingFd() {
+    if (fd >= 0) ::close(fd);
+  }
+  int fd;
+};
+}  // namespace
+
+bool Worker::HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer, socklen_t len) {
+  // SO_REUSEPORT spreads connections by a hash of their addresses, which leaves one worker with
+  // noticeably more of a few dozen busy connections than another. As HAProxy does, a worker
+  // passes a new connection to the least loaded one when the difference is two or more.
+  Worker* best = nullptr;
+  int64_t best_load = load_.load(std::memory_order_relaxed) - 1;
+  for (Worker* p : peers_) {
+    const int64_t l = p->load_.load(std::memory_order_relaxed);
+    if (l < best_load) {
+      best = p;
+      best_load = l;
+    }
+  }
+  if (best == nullptr) return false;
+  // Counted first, checked second: Drain sets the flag first and reads the count second, so
+  // either the peer sees this connection coming or this worker sees the peer draining.
+  best->load_.fetch_add(1, std::memory_order_seq_cst);
+  if (best->draining_shared_.load(std::memory_order_seq_cst)) {
+    best->load_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  asio::post(best->io_, [best, pending = PendingFd(fd), listener_id, peer, len]() mutable {
+    best->Adopt(std::exchange(pending.fd, -1), listener_id, peer, len);
+  });
+  return true;
+}
+
+void Worker::Adopt(int fd, uint32_t listener_id, const sockaddr_storage& peer, socklen_t len) {
+  auto* c = new ClientConnection(this, fd, listener_id, reinterpret_cast<const sockaddr*>(&peer),
+                                 len);
+  c->next_ = conns_;
+  if (conns_ != nullptr) conns_->prev_ = c;
+  conns_ = c;
+  ++conn_count_;
+  ++accepted_;
+  c->Start();
 }
 
 void Worker::Unlink(ClientConnection* c) {
@@ -205,6 +264,7 @@ void Worker::Unlink(ClientConnection* c) {
   if (c->next_ != nullptr) c->next_->prev_ = c->prev_;
   c->prev_ = c->next_ = nullptr;
   --conn_count_;
+  load_.fetch_sub(1, std::memory_order_relaxed);
   if (draining_) CheckDrained();
 }
 
@@ -346,6 +406,7 @@ void Worker::AbortTarget(uint32_t target_id) {
 
 void Worker::Drain(std::function<void()> done) {
   draining_ = true;
+  draining_shared_.store(true, std::memory_order_seq_cst);
   drained_ = std::move(done);
   for (auto& a : acceptors_) {
     boost::system::error_code ec;
@@ -365,7 +426,8 @@ void Worker::Drain(std::function<void()> done) {
 }
 
 void Worker::CheckDrained() {
-  if (conn_count_ == 0 && drained_) {
+  // load_ also counts connections a peer is handing over: they are served before the worker ends.
+  if (load_.load(std::memory_order_seq_cst) == 0 && drained_) {
     auto done = std::move(drained_);
     drained_ = nullptr;
     done();

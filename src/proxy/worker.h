@@ -1,8 +1,9 @@
 // Worker: one event-loop thread of the data plane. It owns its listening sockets (one
-// SO_REUSEPORT socket per listener), every client connection it accepted, its pools of idle
+// SO_REUSEPORT socket per listener), every client connection it serves, its pools of idle
 // upstream connections and its I/O buffers. Nothing of a worker is shared with another thread:
 // the control thread talks to a worker only by posting work to its loop (Post), and the worker
-// answers by posting back. The one exception is Stop(), which may be called from any thread.
+// answers by posting back. The exceptions are Stop(), which may be called from any thread, and
+// the connection count (load_), which the other workers read when they balance connections.
 #pragma once
 
 #include <array>
@@ -70,8 +71,12 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Starts the thread. The worker serves nothing until the first Install.
-  void Start();
+  // The other workers, to which this one hands accepted connections when it holds more than they
+  // do. Set before Start, never changed afterwards.
+  void SetPeers(std::vector<Worker*> peers) { peers_ = std::move(peers); }
+  // Starts the thread, pinned to `cpu` unless it is negative. The worker serves nothing until the
+  // first Install.
+  void Start(int cpu);
   // Asks the loop to finish and joins the thread. Safe from any thread but the worker's own.
   void Stop();
 
@@ -139,6 +144,11 @@ class Worker {
 
   void StartAccept(Acceptor* a);
   void OnAcceptReady(Acceptor* a);
+  // Gives an accepted connection to the peer with the fewest connections when that peer has at
+  // least two fewer than this worker; false if this worker keeps it.
+  bool HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer, socklen_t len);
+  // Starts serving an accepted connection on this worker's thread.
+  void Adopt(int fd, uint32_t listener_id, const sockaddr_storage& peer, socklen_t len);
   void Tick();
   void CheckDrained();
   TargetLocal& Local(uint32_t target_id);
@@ -163,6 +173,13 @@ class Worker {
 
   ClientConnection* conns_ = nullptr;  // intrusive list of live client connections
   uint64_t conn_count_ = 0;
+  // conn_count_ plus the connections peers have handed to this worker that it has not adopted
+  // yet. Written by this worker (-1 when a connection ends) and by a peer (+1 before it posts a
+  // hand-off); read by peers to pick where a connection goes, and by CheckDrained.
+  std::atomic<int64_t> load_{0};
+  // Set by Drain; a peer that sees it keeps the connection it meant to hand over.
+  std::atomic<bool> draining_shared_{false};
+  std::vector<Worker*> peers_;
   bool draining_ = false;
   std::function<void()> drained_;
 

@@ -423,6 +423,18 @@ TEST(ParseProxyConfigErrorTest, AliasBombIsBounded) {
 // ---------------------------------------------------------------------------------------------
 // Errors: keys and types
 
+TEST(ParseProxyConfigTest, CpuAffinityIsAutoOrNone) {
+  EXPECT_EQ(ParseOk(kMinimal).cpu_affinity, "");  // the proxy reads "" as auto
+  EXPECT_EQ(ParseOk(std::string("cpu_affinity: none\n").append(kMinimal)).cpu_affinity, "none");
+  EXPECT_EQ(ParseOk(std::string("cpu_affinity: auto\n").append(kMinimal)).cpu_affinity, "auto");
+  EXPECT_EQ(ErrorOf(std::string("cpu_affinity: fast\n").append(kMinimal)),
+            "line 1: cpu_affinity: must be auto or none, got \"fast\"");
+  ProxyConfig config = ParseOk(std::string("cpu_affinity: none\n").append(kMinimal));
+  Result<ProxyConfig> back = ParseProxyConfig(ProxyConfigToJson(config));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->cpu_affinity, "none");
+}
+
 TEST(ParseProxyConfigErrorTest, UnknownKeysAreErrors) {
   EXPECT_EQ(ErrorOf(R"(
 listners: []

@@ -1308,6 +1308,7 @@ struct ProxyConfigSpec {
   uint16_t admin_port = 0;
   std::string state_file;  // empty: none
   int workers = 2;
+  std::string cpu_affinity;  // empty: not written (the proxy's default, auto)
   std::vector<ListenerSpec> listeners;
   std::vector<TargetGroupSpec> target_groups;
   std::map<std::string, std::string> limits = {
@@ -1341,6 +1342,7 @@ struct ProxyConfigSpec {
     y << "admin: 127.0.0.1:" << admin_port << "\n";
     if (!state_file.empty()) y << "state_file: " << YamlQuote(state_file) << "\n";
     y << "workers: " << workers << "\n";
+    if (!cpu_affinity.empty()) y << "cpu_affinity: " << cpu_affinity << "\n";
     y << "listeners:\n";
     for (const auto& l : listeners) {
       y << "  - {name: " << l.name << ", port: " << l.port << ", target_group: " << l.target_group;
@@ -1388,6 +1390,7 @@ struct ProxyConfigSpec {
     j["admin"] = "127.0.0.1:" + std::to_string(admin_port);
     if (!state_file.empty()) j["state_file"] = state_file;
     j["workers"] = workers;
+    if (!cpu_affinity.empty()) j["cpu_affinity"] = cpu_affinity;
     j["listeners"] = Json::array();
     for (const auto& l : listeners) {
       Json lj = {{"name", l.name}, {"port", l.port}, {"target_group", l.target_group}};
