@@ -355,10 +355,21 @@ void ProxyServer::ForEachWorker(std::function<void(Worker&)> fn, std::function<v
 }
 
 void ProxyServer::GatherReports(
-    std::function<void(std::shared_ptr<std::vector<WorkerReport>>)> done) {
+    std::function<void(std::shared_ptr<std::vector<WorkerReport>>)> done, int attempts) {
+  // A health change not yet posted to the workers is posted first: a worker runs what is posted
+  // to it in order, so once its report is back it routes by every health the answer shows. A
+  // change that arrives while the reports are gathered is posted and gathered again (bounded, for
+  // a target that flaps faster than a round trip).
+  if (publish_pending_ && !shutting_down_) Publish([](Status) {});
   auto reports = std::make_shared<std::vector<WorkerReport>>(workers_.size());
   ForEachWorker([reports](Worker& w) { (*reports)[static_cast<size_t>(w.index())] = w.Report(); },
-                [reports, done] { done(reports); });
+                [this, reports, done, attempts] {
+                  if (publish_pending_ && !shutting_down_ && attempts > 1) {
+                    GatherReports(done, attempts - 1);
+                    return;
+                  }
+                  done(reports);
+                });
 }
 
 // Posts the current routing table to every worker; `done` runs when all of them installed it.

@@ -69,7 +69,10 @@ class ProxyServer {
   void UpdateHealthTargets();
   void MaybeStartAccepting();
   void ForEachWorker(std::function<void(Worker&)> fn, std::function<void()> done);
-  void GatherReports(std::function<void(std::shared_ptr<std::vector<WorkerReport>>)> done);
+  // Collects every worker's report. What the answer shows of health is already routed by: a
+  // pending publish goes out first.
+  void GatherReports(std::function<void(std::shared_ptr<std::vector<WorkerReport>>)> done,
+                     int attempts = 3);
   void CheckDraining();
   void BeginShutdown();
   void PollShutdown(Clock::time_point deadline);
