@@ -1,6 +1,7 @@
 // Small RAII owners of POSIX resources, shared by the code that spawns processes and opens sockets:
-// a file descriptor, posix_spawn's attribute and file-action objects, and errno as text. All are
-// move-free values owned by one scope; none is thread-safe (none needs to be).
+// a file descriptor, posix_spawn's attribute and file-action objects, and errno as text. Each is
+// owned by one scope (a descriptor may be moved to another owner); none is thread-safe (none needs
+// to be).
 #pragma once
 
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bluegreen {
@@ -25,9 +27,13 @@ class Fd {
   ~Fd() { Reset(); }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& other) noexcept : fd_(other.Release()) {}
+  Fd& operator=(Fd&&) = delete;
 
   int get() const { return fd_; }
   bool valid() const { return fd_ >= 0; }
+  // Gives up ownership: returns the descriptor, which this object will no longer close.
+  int Release() { return std::exchange(fd_, -1); }
   // Closes the descriptor now.
   void Reset() {
     if (fd_ >= 0) ::close(fd_);

@@ -201,22 +201,6 @@ void Worker::OnAcceptReady(Acceptor* a) {
   if (!draining_) StartAccept(a);
 }
 
-namespace {
-// An accepted descriptor on its way to another worker: closed if the hand-off never runs (the
-// worker stopped first).
-struct PendingFd {
-  explicit PendingFd(int f) : fd(f) {}
-  PendingFd(PendingFd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
-  PendingFd(const PendingFd&) = delete;
-  PendingFd& operator=(const PendingFd&) = delete;
-  PendingFd& operator=(PendingFd&&) = delete;
-  ~PendingFd() {
-    if (fd >= 0) ::close(fd);
-  }
-  int fd;
-};
-}  // namespace
-
 bool Worker::HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer, socklen_t len) {
   // SO_REUSEPORT spreads connections by a hash of their addresses, which leaves one worker with
   // noticeably more of a few dozen busy connections than another. As HAProxy does, a worker
@@ -238,8 +222,9 @@ bool Worker::HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer,
     best->load_.fetch_sub(1, std::memory_order_relaxed);
     return false;
   }
-  asio::post(best->io_, [best, pending = PendingFd(fd), listener_id, peer, len]() mutable {
-    best->Adopt(std::exchange(pending.fd, -1), listener_id, peer, len);
+  // The descriptor is closed if the hand-off never runs (the peer stopped first).
+  asio::post(best->io_, [best, pending = Fd(fd), listener_id, peer, len]() mutable {
+    best->Adopt(pending.Release(), listener_id, peer, len);
   });
   return true;
 }
