@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -11,7 +12,6 @@
 #include <charconv>
 #include <cstring>
 
-#include <boost/asio/ip/tcp.hpp>
 
 namespace bluegreen::proxy {
 namespace {
@@ -121,17 +121,14 @@ ssize_t SendHeadAndBody(int fd, Buffer* head, Buffer* body, size_t body_len, siz
 
 ClientConnection::ClientConnection(Worker* worker, int fd, uint32_t listener_id,
                                    const sockaddr* peer, socklen_t peer_len)
-    : w_(worker), sock_(worker->io()), listener_id_(listener_id) {
+    : w_(worker), fd_(fd), listener_id_(listener_id) {
   std::memcpy(&peer_, peer, std::min<size_t>(peer_len, sizeof(peer_)));
-  boost::system::error_code ec;
-  const auto proto = peer->sa_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
-  sock_.assign(proto, fd, ec);
-  if (ec) ::close(fd);
 }
 
 // Normally Close() has released everything; at process exit a worker deletes the connections
 // still open, and this releases what they hold.
 ClientConnection::~ClientConnection() {
+  if (fd_ >= 0) ::close(fd_);
   delete up_;
   BufferPool& pool = w_->buffers();
   pool.Put(in_);
@@ -140,11 +137,11 @@ ClientConnection::~ClientConnection() {
   pool.Put(client_head_);
 }
 
-int ClientConnection::client_fd() { return sock_.native_handle(); }
-int ClientConnection::up_fd() { return up_->sock.native_handle(); }
+int ClientConnection::client_fd() { return fd_; }
+int ClientConnection::up_fd() { return up_->fd; }
 
 void ClientConnection::Start() {
-  if (!sock_.is_open()) {
+  if (!w_->loop().Add(fd_, this)) {
     Close();
     return;
   }
@@ -154,34 +151,97 @@ void ClientConnection::Start() {
 
 void ClientConnection::SetDeadline(Clock::duration d) { deadline_ = w_->now() + d; }
 
+// ---------------------------------------------------------------------------------------------
+// Readiness. Sockets are registered edge-triggered: an event says that something changed, once.
+// So a direction is "ready" from its event until a call finds it drained (EAGAIN, or a read that
+// returned less than it asked for) or full, and only then does the connection wait.
+
+namespace {
+constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
+constexpr uint32_t kClosedEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+}  // namespace
+
+void Upstream::OnEvents(uint32_t events) {
+  if (fd < 0) return;  // closed earlier in this turn
+  uint8_t bits = 0;
+  if (events & kReadEvents) bits |= kReadable;
+  if (events & kWriteEvents) bits |= kWritable;
+  if (events & kClosedEvents) bits |= kPeerClosed;
+  ready |= bits;
+  if (owner != nullptr) owner->OnUpstreamEvents(bits);
+}
+
+void ClientConnection::OnEvents(uint32_t events) {
+  if (phase_ == Phase::kClosed) return;
+  uint8_t bits = 0;
+  if (events & kReadEvents) bits |= Bit(static_cast<int>(Wait::kClientRead));
+  if (events & kWriteEvents) bits |= Bit(static_cast<int>(Wait::kClientWrite));
+  if (events & kClosedEvents) client_peer_closed_ = true;
+  ready_ |= bits;
+  OnReady(bits);
+}
+
+void ClientConnection::OnUpstreamEvents(uint8_t upstream_bits) {
+  if (phase_ == Phase::kClosed) return;
+  uint8_t bits = 0;
+  if (upstream_bits & Upstream::kReadable) bits |= Bit(static_cast<int>(Wait::kUpRead));
+  if (upstream_bits & Upstream::kWritable) bits |= Bit(static_cast<int>(Wait::kUpWrite));
+  OnReady(bits);
+}
+
+bool ClientConnection::IsReady(Wait w) const {
+  switch (w) {
+    case Wait::kClientRead:
+      return client_peer_closed_ || (ready_ & Bit(static_cast<int>(w))) != 0;
+    case Wait::kClientWrite:
+      return (ready_ & Bit(static_cast<int>(w))) != 0;
+    case Wait::kUpRead:
+      return up_ != nullptr && up_->readable();
+    case Wait::kUpWrite:
+      return up_ != nullptr && (up_->ready & Upstream::kWritable) != 0;
+  }
+  return false;
+}
+
+void ClientConnection::NotReady(Wait w) {
+  switch (w) {
+    case Wait::kClientRead:
+    case Wait::kClientWrite:
+      ready_ &= static_cast<uint8_t>(~Bit(static_cast<int>(w)));
+      return;
+    case Wait::kUpRead:
+      if (up_ != nullptr) up_->ready &= static_cast<uint8_t>(~Upstream::kReadable);
+      return;
+    case Wait::kUpWrite:
+      if (up_ != nullptr) up_->ready &= static_cast<uint8_t>(~Upstream::kWritable);
+      return;
+  }
+}
+
 void ClientConnection::WaitFor(Wait w) {
-  const uint8_t bit = Bit(static_cast<int>(w));
-  if (waiting_ & bit) return;
-  const bool upstream = (w == Wait::kUpRead || w == Wait::kUpWrite);
-  asio::ip::tcp::socket& s = upstream ? up_->sock : sock_;
-  const auto type = (w == Wait::kClientRead || w == Wait::kUpRead)
-                        ? asio::ip::tcp::socket::wait_read
-                        : asio::ip::tcp::socket::wait_write;
-  waiting_ |= bit;
-  ++pending_;
-  const uint64_t seq = up_seq_;
-  s.async_wait(type, [this, w, seq](const boost::system::error_code& ec) {
-    OnWaitDone(w, seq, ec);
+  if (phase_ == Phase::kClosed) return;
+  waiting_ |= Bit(static_cast<int>(w));
+  if (!IsReady(w) || redrive_pending_) return;
+  // Ready already (an event came while nothing waited for it): no new edge will come.
+  redrive_pending_ = true;
+  w_->loop().Defer([this] {  // runs before the deferred delete of a Close() after this point
+    redrive_pending_ = false;
+    if (phase_ == Phase::kClosed) return;
+    uint8_t bits = 0;
+    for (Wait d : {Wait::kClientRead, Wait::kClientWrite, Wait::kUpRead, Wait::kUpWrite}) {
+      if (IsReady(d)) bits |= Bit(static_cast<int>(d));
+    }
+    OnReady(bits);
   });
 }
 
-void ClientConnection::OnWaitDone(Wait w, uint64_t seq, const boost::system::error_code& ec) {
-  --pending_;
-  if (phase_ == Phase::kClosed) {
-    if (pending_ == 0) delete this;
-    return;
-  }
-  const bool upstream = (w == Wait::kUpRead || w == Wait::kUpWrite);
-  if (upstream && seq != up_seq_) return;  // a wait on an upstream connection we closed
-  waiting_ &= static_cast<uint8_t>(~Bit(static_cast<int>(w)));
-  if (ec == asio::error::operation_aborted) return;
+void ClientConnection::OnReady(uint8_t bits) {
+  const uint8_t woken = waiting_ & bits;
+  if (woken == 0) return;  // remembered in the ready bits for the next call
+  waiting_ &= static_cast<uint8_t>(~woken);
   w_->UpdateNow();
-  if (upstream && up_connecting_ && w == Wait::kUpWrite) {
+  if (up_connecting_ && (woken & Bit(static_cast<int>(Wait::kUpWrite)))) {
     OnUpstreamConnected();
     return;
   }
@@ -232,6 +292,20 @@ bool ClientConnection::DriveHead() {
     Close();
     return false;
   }
+  // Idle: hold no buffer while waiting.
+  auto wait_for_bytes = [this] {
+    if (in_ != nullptr && in_->empty()) {
+      w_->buffers().Put(in_);
+      in_ = nullptr;
+    }
+  };
+  // The last read drained the socket (after a response: the client has not sent its next
+  // request yet): wait for the edge instead of a read that would find nothing.
+  if (!IsReady(Wait::kClientRead)) {
+    wait_for_bytes();
+    WaitFor(Wait::kClientRead);
+    return false;
+  }
   if (in_ == nullptr) in_ = w_->buffers().Get();
   in_->MakeRoom();
   const bool was_empty = in_->empty();
@@ -240,8 +314,10 @@ bool ClientConnection::DriveHead() {
     parser_ = http::HeadParser(http::Limits{
         l.max_request_line, std::min(l.max_header_bytes, Buffer::kSize), l.max_headers});
   }
-  const ssize_t n = ::recv(client_fd(), in_->data + in_->end, in_->space(), 0);
+  const size_t space = in_->space();
+  const ssize_t n = ::recv(client_fd(), in_->data + in_->end, space, 0);
   if (n > 0) {
+    if (static_cast<size_t>(n) < space) NotReady(Wait::kClientRead);
     if (was_empty) {
       SetDeadline(w_->current().limits.client_header_timeout);
     }
@@ -254,12 +330,8 @@ bool ClientConnection::DriveHead() {
     return false;
   }
   if (WouldBlock(errno)) {
-    if (in_->empty()) {
-      // Idle: hold no buffer while waiting.
-      w_->buffers().Put(in_);
-      in_ = nullptr;
-    }
-    WaitFor(Wait::kClientRead);
+    wait_for_bytes();
+    Blocked(Wait::kClientRead);
     return false;
   }
   Close();
@@ -386,7 +458,7 @@ void ClientConnection::Dispatch(const http::RequestHead& req) {
   Upstream* idle = w_->TakeIdleUpstream(t->id, replayable, &up_idle_for_);
   if (idle != nullptr) {
     up_ = idle;
-    ++up_seq_;
+    up_->owner = this;
     up_reused_ = true;
     up_connecting_ = false;
     w_->AddInFlight(t->id, 1);
@@ -412,26 +484,25 @@ void ClientConnection::ConnectUpstream(const TargetSnap& target) {
   }
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  up_ = new Upstream(w_->io());
+  up_ = new Upstream(fd);
   up_->target_id = target.id;
-  ++up_seq_;
-  boost::system::error_code ec;
-  up_->sock.assign(target.endpoint.family() == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(),
-                   fd, ec);
-  if (ec) {
-    ::close(fd);
+  up_->owner = this;
+  const int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&target.endpoint.addr),
+                          target.endpoint.len);
+  const int connect_errno = errno;
+  SetDeadline(ws_->snap->limits.upstream_connect_timeout);
+  // Registered after connect(): a socket not yet connecting polls as hung up.
+  if ((r == 0 || connect_errno == EINPROGRESS) && !w_->loop().Add(fd, up_)) {
     UpstreamFailed(false);
     return;
   }
-  const int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&target.endpoint.addr),
-                          target.endpoint.len);
-  SetDeadline(ws_->snap->limits.upstream_connect_timeout);
   if (r == 0) {
     up_connecting_ = false;
+    up_->ready = Upstream::kWritable;
     SetDeadline(ws_->snap->limits.upstream_response_timeout);
     return;  // Drive continues
   }
-  if (errno == EINPROGRESS) {
+  if (connect_errno == EINPROGRESS) {
     up_connecting_ = true;
     WaitFor(Wait::kUpWrite);
     return;
@@ -457,7 +528,6 @@ void ClientConnection::OnUpstreamConnected() {
 
 void ClientConnection::CloseUpstream() {
   if (up_ == nullptr) return;
-  ++up_seq_;
   waiting_ &= static_cast<uint8_t>(~(Bit(static_cast<int>(Wait::kUpRead)) |
                                      Bit(static_cast<int>(Wait::kUpWrite))));
   w_->CloseUpstream(up_);
@@ -526,7 +596,7 @@ bool ClientConnection::DriveProxy() {
         req_body_sent_ += body_sent;
         progress = true;
       } else if (n < 0 && WouldBlock(errno)) {
-        WaitFor(Wait::kUpWrite);
+        Blocked(Wait::kUpWrite);
       } else {
         if (!resp_started_) {
           UpstreamFailed(false);
@@ -537,12 +607,17 @@ bool ClientConnection::DriveProxy() {
         req_body_pending_ = 0;
       }
     } else if (!head_left && req_body_pending_ == 0 && !req_body_.done() && !client_eof_ &&
+               !waiting(Wait::kClientRead) && !IsReady(Wait::kClientRead)) {
+      WaitFor(Wait::kClientRead);  // the socket was drained: wait for more request body
+    } else if (!head_left && req_body_pending_ == 0 && !req_body_.done() && !client_eof_ &&
                !waiting(Wait::kClientRead)) {
       // Need more request body from the client.
       in_->MakeRoom();
-      const ssize_t n = ::recv(cfd, in_->data + in_->end, in_->space(), 0);
+      const size_t space = in_->space();
+      const ssize_t n = ::recv(cfd, in_->data + in_->end, space, 0);
       if (n > 0) {
         const size_t got = static_cast<size_t>(n);
+        if (got < space) NotReady(Wait::kClientRead);
         const size_t body =
             req_body_.Consume(std::string_view(in_->data + in_->end, got));
         in_->end += got;
@@ -563,7 +638,7 @@ bool ClientConnection::DriveProxy() {
         Close();
         return false;
       } else if (WouldBlock(errno)) {
-        WaitFor(Wait::kClientRead);
+        Blocked(Wait::kClientRead);
       } else {
         Close();
         return false;
@@ -573,16 +648,22 @@ bool ClientConnection::DriveProxy() {
 
   // 2. Response bytes from the upstream (only when the last ones went out to the client). Right
   // after the request went out nothing can have arrived yet, so wait instead of trying a read.
+  const bool want_response = !own_response_ && up_ != nullptr && !up_connecting_ &&
+                             resp_body_pending_ == 0 && !waiting(Wait::kUpRead) &&
+                             (client_head_ == nullptr || client_head_->empty()) &&
+                             !(resp_head_done_ && resp_body_.done());
   if (just_sent_request_ && up_ != nullptr && !resp_started_) {
     just_sent_request_ = false;
     WaitFor(Wait::kUpRead);
-  } else if (!own_response_ && up_ != nullptr && !up_connecting_ && resp_body_pending_ == 0 &&
-             !waiting(Wait::kUpRead) &&
-      (client_head_ == nullptr || client_head_->empty()) && !(resp_head_done_ && resp_body_.done())) {
+  } else if (want_response && !IsReady(Wait::kUpRead)) {
+    WaitFor(Wait::kUpRead);  // drained by the last read: wait for more of the response
+  } else if (want_response) {
     if (resp_ == nullptr) resp_ = w_->buffers().Get();
     resp_->MakeRoom();
-    const ssize_t n = ::recv(up_fd(), resp_->data + resp_->end, resp_->space(), 0);
+    const size_t space = resp_->space();
+    const ssize_t n = ::recv(up_fd(), resp_->data + resp_->end, space, 0);
     if (n > 0) {
+      if (static_cast<size_t>(n) < space) NotReady(Wait::kUpRead);
       resp_started_ = true;
       resp_->end += static_cast<size_t>(n);
       SetDeadline(ws_->snap->limits.upstream_response_timeout);
@@ -616,7 +697,7 @@ bool ClientConnection::DriveProxy() {
         return false;
       }
     } else if (n < 0 && WouldBlock(errno)) {
-      WaitFor(Wait::kUpRead);
+      Blocked(Wait::kUpRead);
     } else if (n < 0) {
       if (!resp_started_) {
         UpstreamFailed(false);
@@ -638,7 +719,7 @@ bool ClientConnection::DriveProxy() {
       resp_body_pending_ -= body_sent;
       progress = true;
     } else if (n < 0 && WouldBlock(errno)) {
-      WaitFor(Wait::kClientWrite);
+      Blocked(Wait::kClientWrite);
     } else {
       Close();
       return false;
@@ -807,7 +888,6 @@ void ClientConnection::FinishRequest() {
                           (waiting_ & (Bit(static_cast<int>(Wait::kUpRead)) |
                                        Bit(static_cast<int>(Wait::kUpWrite)))) == 0;
     if (reusable) {
-      ++up_seq_;
       w_->ReleaseUpstream(up_);
       up_ = nullptr;
     } else {
@@ -892,7 +972,7 @@ bool ClientConnection::TunnelRead(int from, int to, Buffer** buf, bool* eof, Wai
     ::shutdown(to, SHUT_WR);
     *progress = true;
   } else if (WouldBlock(errno)) {
-    WaitFor(wait);
+    Blocked(wait);
   } else {
     Close();
     return false;
@@ -911,7 +991,7 @@ bool ClientConnection::DriveTunnel() {
     if (n > 0) {
       progress = true;
     } else if (n < 0 && WouldBlock(errno)) {
-      WaitFor(Wait::kClientWrite);
+      Blocked(Wait::kClientWrite);
     } else {
       Close();
       return false;
@@ -928,7 +1008,7 @@ bool ClientConnection::DriveTunnel() {
       in_->start += static_cast<size_t>(n);
       progress = true;
     } else if (n < 0 && WouldBlock(errno)) {
-      WaitFor(Wait::kUpWrite);
+      Blocked(Wait::kUpWrite);
     } else {
       Close();
       return false;
@@ -970,7 +1050,7 @@ bool ClientConnection::DriveLinger() {
     const ssize_t n = ::recv(client_fd(), sink, sizeof(sink), 0);
     if (n > 0) continue;
     if (n < 0 && WouldBlock(errno)) {
-      WaitFor(Wait::kClientRead);
+      Blocked(Wait::kClientRead);
       return false;
     }
     Close();
@@ -1035,8 +1115,8 @@ void ClientConnection::Close() {
   EndRequestAccounting(status);
   CloseUpstream();
   phase_ = Phase::kClosed;
-  boost::system::error_code ec;
-  sock_.close(ec);
+  ::close(fd_);  // takes the socket out of the loop's epoll set
+  fd_ = -1;
   BufferPool& pool = w_->buffers();
   pool.Put(in_);
   pool.Put(up_head_);
@@ -1044,10 +1124,8 @@ void ClientConnection::Close() {
   pool.Put(client_head_);
   in_ = up_head_ = resp_ = client_head_ = nullptr;
   w_->Unlink(this);
-  if (pending_ == 0) {
-    // Deleting inside Drive() is unsafe: defer to the loop.
-    asio::post(w_->io(), [this] { delete this; });
-  }
+  // Not now: Drive() may be on the stack, and events gathered earlier in this turn may name it.
+  w_->loop().Defer([this] { delete this; });
 }
 
 }  // namespace bluegreen::proxy

@@ -8,26 +8,48 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <cstdint>
 
-#include <boost/asio/ip/tcp.hpp>
-
 #include "common/http_parser.h"
+#include "proxy/event_loop.h"
 #include "proxy/worker.h"
 
 namespace bluegreen::proxy {
 
+class ClientConnection;
+
 // An upstream (backend) connection: owned by a ClientConnection while it serves a request, else
-// idle in its worker's pool.
-struct Upstream {
-  explicit Upstream(asio::io_context& io) : sock(io) {}
-  asio::ip::tcp::socket sock;
+// idle in its worker's pool. Registered with the worker's loop once, when it connects; its
+// events go to its owner, or only mark it while it is idle.
+struct Upstream final : EventLoop::Handler {
+  static constexpr uint8_t kReadable = 1;
+  static constexpr uint8_t kWritable = 2;
+  // The peer shut down or reset: sticky, since a read of the data before the FIN leaves the EOF
+  // to read and no new edge will announce it.
+  static constexpr uint8_t kPeerClosed = 4;
+
+  explicit Upstream(int f) : fd(f) {}
+  ~Upstream() { Close(); }
+  Upstream(const Upstream&) = delete;
+  Upstream& operator=(const Upstream&) = delete;
+  void OnEvents(uint32_t events) override;
+  void Close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+
+  int fd;
   uint32_t target_id = 0;
   Clock::time_point idle_since{};
+  ClientConnection* owner = nullptr;  // null while idle in the pool
+  // kReadable / kWritable: set by an event, cleared when a call found the socket drained or full.
+  uint8_t ready = 0;
+  bool readable() const { return (ready & (kReadable | kPeerClosed)) != 0; }
 };
 
-class ClientConnection {
+class ClientConnection final : public EventLoop::Handler {
  public:
   ClientConnection(Worker* worker, int fd, uint32_t listener_id, const sockaddr* peer,
                    socklen_t peer_len);
@@ -42,6 +64,10 @@ class ClientConnection {
   void Drain();
   // Closes the connection if its current request is served by `target_id`.
   void AbortIfTarget(uint32_t target_id);
+
+  // Events of the client socket, and of the upstream connection it owns.
+  void OnEvents(uint32_t events) override;
+  void OnUpstreamEvents(uint8_t upstream_bits);  // Upstream::kReadable | kWritable
 
   // Intrusive list links of the worker.
   ClientConnection* prev_ = nullptr;
@@ -67,22 +93,37 @@ class ClientConnection {
   void Respond(int status, bool close_after);
   void Close();
   void CloseUpstream();
+  // Waits for the next readiness event of w's socket and direction. If an event already said
+  // the socket is ready (and nothing since found it not ready), no new edge will come: Drive
+  // runs again at the end of the loop's turn instead.
   void WaitFor(Wait w);
-  void OnWaitDone(Wait w, uint64_t up_seq, const boost::system::error_code& ec);
+  // A call on w's socket would block (EAGAIN, or a read that drained it): wait for the next edge.
+  void Blocked(Wait w) {
+    NotReady(w);
+    WaitFor(w);
+  }
+  bool IsReady(Wait w) const;
+  void NotReady(Wait w);
+  // Readiness `bits` (one per Wait) arrived: resumes Drive when it waits for one of them.
+  void OnReady(uint8_t bits);
   int client_fd();
   int up_fd();
   void SetDeadline(Clock::duration d);
   void EndRequestAccounting(int status);
 
   Worker* w_;
-  asio::ip::tcp::socket sock_;
+  int fd_;
   uint32_t listener_id_;
   sockaddr_in6 peer_{};  // IPv4 peers are stored as sockaddr_in in the same bytes
 
   Phase phase_ = Phase::kHead;
-  int pending_ = 0;         // outstanding async waits
-  uint8_t waiting_ = 0;     // bit per Wait
-  uint64_t up_seq_ = 0;     // bumps when up_ changes, to ignore stale upstream events
+  uint8_t waiting_ = 0;  // bit per Wait
+  // Client socket readiness, bits kClientRead / kClientWrite (the upstream's is in Upstream):
+  // set by an event, cleared when a call found the socket drained or full. Unknown at first, so
+  // the first calls are tried.
+  uint8_t ready_ = 0x3;
+  bool client_peer_closed_ = false;  // sticky, as Upstream::kPeerClosed
+  bool redrive_pending_ = false;  // a Drive is deferred to the end of the turn
   Clock::time_point deadline_{};
 
   Buffer* in_ = nullptr;           // client -> proxy

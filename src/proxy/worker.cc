@@ -9,7 +9,6 @@
 
 #include <cerrno>
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/posix.h"
@@ -44,19 +43,32 @@ void RequestShortTimeSlice() {
 }  // namespace
 constexpr size_t kMaxIdlePerTarget = 512;
 
-struct Worker::Acceptor {
-  Acceptor(asio::io_context& io, uint32_t id) : sock(io), listener_id(id) {}
-  asio::ip::tcp::acceptor sock;
+// A listening socket of the worker.
+struct Worker::Acceptor final : EventLoop::Handler {
+  Acceptor(Worker* w, int f, uint32_t id) : worker(w), fd(f), listener_id(id) {}
+  ~Acceptor() { Close(); }
+  Acceptor(const Acceptor&) = delete;
+  Acceptor& operator=(const Acceptor&) = delete;
+  void OnEvents(uint32_t /*events*/) override {
+    if (!closed) worker->OnAcceptReady(this);
+  }
+  void Close() {
+    closed = true;
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  Worker* worker;
+  int fd;
   uint32_t listener_id;
-  bool waiting = false;
   bool closed = false;
 };
 
-Worker::Worker(int index)
-    : index_(index), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO), tick_timer_(io_), buffers_(256), now_(Clock::now()) {}
+Worker::Worker(int index) : index_(index), buffers_(256), now_(Clock::now()) {}
 
 Worker::~Worker() {
   Stop();
+  for (auto& a : acceptors_) a->Close();
+  loop_.RunDeferred();  // frees what was closed in the last turn
   while (conns_ != nullptr) {
     ClientConnection* c = conns_;
     Unlink(c);
@@ -79,22 +91,17 @@ void Worker::Start(int cpu) {
         spdlog::warn("worker {}: cannot pin to CPU {}: {}", index_, cpu, ErrnoText(err));
       }
     }
-    tick_timer_.expires_after(kTickInterval);
-    tick_timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (!ec) Tick();
-    });
-    auto guard = asio::make_work_guard(io_);
-    io_.run();
+    loop_.Run(kTickInterval, [this] { Tick(); });
   });
 }
 
 void Worker::Stop() {
   if (!thread_.joinable()) return;
-  io_.stop();
+  loop_.Stop();
   thread_.join();
 }
 
-void Worker::Post(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
+void Worker::Post(std::function<void()> fn) { loop_.Post(std::move(fn)); }
 
 void Worker::Install(std::shared_ptr<const Snapshot> snap,
                      std::vector<std::pair<uint32_t, int>> open, std::vector<uint32_t> close) {
@@ -118,39 +125,29 @@ void Worker::Install(std::shared_ptr<const Snapshot> snap,
   for (uint32_t id : close) {
     for (auto it = acceptors_.begin(); it != acceptors_.end(); ++it) {
       if ((*it)->listener_id == id) {
-        boost::system::error_code ec;
-        (*it)->closed = true;
-        (*it)->sock.close(ec);
-        // The acceptor object stays alive until its pending wait completes.
+        (*it)->Close();
+        // Events gathered earlier in this turn may still name the acceptor.
         Acceptor* raw = it->release();
         acceptors_.erase(it);
-        asio::post(io_, [raw] { delete raw; });
+        loop_.Defer([raw] { delete raw; });
         break;
       }
     }
   }
   for (auto [id, fd] : open) {
-    auto a = std::make_unique<Acceptor>(io_, id);
-    sockaddr_storage ss{};
-    socklen_t len = sizeof(ss);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    boost::system::error_code ec;
-    a->sock.assign(ss.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
-    if (ec) {
-      spdlog::error("worker {}: cannot adopt listener socket: {}", index_, ec.message());
-      ::close(fd);
+    auto a = std::make_unique<Acceptor>(this, fd, id);  // the control thread made it non-blocking
+    // A draining worker accepts nothing more; the socket is only held until the worker ends.
+    if (!draining_ && !loop_.Add(fd, a.get())) {
+      spdlog::error("worker {}: cannot watch listener socket: {}", index_, ErrnoText(errno));
       continue;
     }
-    a->sock.non_blocking(true, ec);
-    Acceptor* raw = a.get();
     acceptors_.push_back(std::move(a));
-    if (!draining_) StartAccept(raw);
   }
 
   // Idle upstream connections to targets that left the routing table are closed.
   for (uint32_t id = 0; id < targets_.size(); ++id) {
     if (targets_[id].idle.empty() || TargetRoutable(id)) continue;
-    for (Upstream* u : targets_[id].idle) delete u;
+    for (Upstream* u : targets_[id].idle) CloseUpstream(u);
     targets_[id].idle.clear();
   }
 }
@@ -165,31 +162,21 @@ bool Worker::TargetRoutable(uint32_t target_id) const {
   return false;
 }
 
-void Worker::StartAccept(Acceptor* a) {
-  if (a->waiting || a->closed) return;
-  a->waiting = true;
-  a->sock.async_wait(asio::ip::tcp::acceptor::wait_read,
-                     [this, a](const boost::system::error_code& ec) {
-                       a->waiting = false;
-                       if (ec || a->closed) return;
-                       OnAcceptReady(a);
-                     });
-}
-
 void Worker::OnAcceptReady(Acceptor* a) {
   UpdateNow();
-  const int lfd = a->sock.native_handle();
+  const int lfd = a->fd;
   for (int i = 0; i < 64; ++i) {
     sockaddr_storage peer{};
     socklen_t len = sizeof(peer);
     const int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&peer), &len,
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // the next edge wakes us
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE) {
         spdlog::warn("worker {}: accept: out of file descriptors", index_);
       }
+      // The socket may still be readable, and no new edge will say so: retry next turn.
       break;
     }
     int one = 1;
@@ -198,7 +185,10 @@ void Worker::OnAcceptReady(Acceptor* a) {
     load_.fetch_add(1, std::memory_order_relaxed);
     Adopt(fd, a->listener_id, peer, len);
   }
-  if (!draining_) StartAccept(a);
+  // More may be waiting (the listening socket is edge-triggered): go on after the other events.
+  loop_.Defer([this, a] {
+    if (!a->closed && !draining_) OnAcceptReady(a);
+  });
 }
 
 bool Worker::HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer, socklen_t len) {
@@ -223,7 +213,7 @@ bool Worker::HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer,
     return false;
   }
   // The descriptor is closed if the hand-off never runs (the peer stopped first).
-  asio::post(best->io_, [best, pending = Fd(fd), listener_id, peer, len]() mutable {
+  best->loop_.Post([best, pending = Fd(fd), listener_id, peer, len]() mutable {
     best->Adopt(pending.Release(), listener_id, peer, len);
   });
   return true;
@@ -267,14 +257,10 @@ void Worker::Tick() {
       // Oldest first: the vector is LIFO, so expired ones sit at the front.
       size_t expired = 0;
       while (expired < t.idle.size() && now - t.idle[expired]->idle_since >= max_idle) ++expired;
-      for (size_t i = 0; i < expired; ++i) delete t.idle[i];
+      for (size_t i = 0; i < expired; ++i) CloseUpstream(t.idle[i]);
       t.idle.erase(t.idle.begin(), t.idle.begin() + static_cast<long>(expired));
     }
   }
-  tick_timer_.expires_after(kTickInterval);
-  tick_timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) Tick();
-  });
 }
 
 WorkerSnapshot* Worker::AcquireSnapshot() {
@@ -336,22 +322,31 @@ Upstream* Worker::TakeIdleUpstream(uint32_t target_id, bool replayable,
     const Clock::duration idle = now_ - u->idle_since;
     if (idle >= too_old) {
       t.idle.pop_back();
-      delete u;
+      CloseUpstream(u);
       continue;
     }
     // The newest connection is at the back: if it is too old for this request, all are.
     if (!replayable && idle >= kUnsafeReuseIdle) return nullptr;
     t.idle.pop_back();
+    // Nothing arrived on the connection while it sat idle (no readiness event since its last
+    // response was read to the end): it is reused without a system call. A request that could
+    // not be retried still looks, in case the server's FIN arrived after this turn's events
+    // were gathered.
+    if (!u->readable() && replayable) {
+      *idle_for = idle;
+      return u;
+    }
     // A connection the server closed while it sat idle reads EOF (or data it should not have
     // sent): such a connection is not reused.
     char c;
-    const ssize_t r = ::recv(u->sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t r = ::recv(u->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      u->ready &= static_cast<uint8_t>(~Upstream::kReadable);
       *idle_for = idle;
       return u;
     }
     if (r == 0) LearnServerIdleClose(target_id, idle);
-    delete u;
+    CloseUpstream(u);
   }
   return nullptr;
 }
@@ -365,15 +360,20 @@ void Worker::LearnServerIdleClose(uint32_t target_id, Clock::duration idle_for) 
 
 void Worker::ReleaseUpstream(Upstream* up) {
   TargetLocal& t = Local(up->target_id);
+  up->owner = nullptr;
   if (draining_ || t.idle.size() >= kMaxIdlePerTarget || !TargetRoutable(up->target_id)) {
-    delete up;
+    CloseUpstream(up);
     return;
   }
   up->idle_since = now_;
   t.idle.push_back(up);
 }
 
-void Worker::CloseUpstream(Upstream* up) { delete up; }
+void Worker::CloseUpstream(Upstream* up) {
+  up->owner = nullptr;
+  up->Close();
+  loop_.Defer([up] { delete up; });
+}
 
 void Worker::AddInFlight(uint32_t target_id, int delta) { Local(target_id).in_flight += delta; }
 
@@ -384,7 +384,7 @@ void Worker::AbortTarget(uint32_t target_id) {
     c = next;
   }
   if (target_id < targets_.size()) {
-    for (Upstream* u : targets_[target_id].idle) delete u;
+    for (Upstream* u : targets_[target_id].idle) CloseUpstream(u);
     targets_[target_id].idle.clear();
   }
 }
@@ -393,13 +393,9 @@ void Worker::Drain(std::function<void()> done) {
   draining_ = true;
   draining_shared_.store(true, std::memory_order_seq_cst);
   drained_ = std::move(done);
-  for (auto& a : acceptors_) {
-    boost::system::error_code ec;
-    a->closed = true;
-    a->sock.close(ec);
-  }
+  for (auto& a : acceptors_) a->Close();
   for (TargetLocal& t : targets_) {
-    for (Upstream* u : t.idle) delete u;
+    for (Upstream* u : t.idle) CloseUpstream(u);
     t.idle.clear();
   }
   for (ClientConnection* c = conns_; c != nullptr;) {

@@ -18,17 +18,13 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
-
 #include "common/http_parser.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/event_loop.h"
 #include "proxy/snapshot.h"
 
 namespace bluegreen::proxy {
 
-namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 class ClientConnection;
@@ -100,7 +96,7 @@ class Worker {
   int index() const { return index_; }
 
   // --- for ClientConnection (worker thread only) ---
-  asio::io_context& io() { return io_; }
+  EventLoop& loop() { return loop_; }
   BufferPool& buffers() { return buffers_; }
   // The current snapshot, held (counted) until ReleaseSnapshot.
   WorkerSnapshot* AcquireSnapshot();
@@ -122,6 +118,8 @@ class Worker {
   // Returns a reusable upstream connection to the pool (or closes it when the pool is full or the
   // target left the routing table).
   void ReleaseUpstream(Upstream* up);
+  // Closes the connection now and frees it at the end of the loop's turn (events gathered for it
+  // earlier in the turn may still name it).
   void CloseUpstream(Upstream* up);
   void AddInFlight(uint32_t target_id, int delta);
   void CountConnectError(uint32_t target_id) { ++connect_errors_[target_id]; }
@@ -142,7 +140,6 @@ class Worker {
     Clock::duration server_idle_close = Clock::duration::max();
   };
 
-  void StartAccept(Acceptor* a);
   void OnAcceptReady(Acceptor* a);
   // Gives an accepted connection to the peer with the fewest connections when that peer has at
   // least two fewer than this worker; false if this worker keeps it.
@@ -155,9 +152,8 @@ class Worker {
   bool TargetRoutable(uint32_t target_id) const;
 
   int index_;
-  asio::io_context io_;
+  EventLoop loop_;
   std::thread thread_;
-  asio::steady_timer tick_timer_;
   BufferPool buffers_;
   Clock::time_point now_;
 

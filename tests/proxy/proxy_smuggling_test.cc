@@ -295,6 +295,41 @@ TEST_F(ClientSideTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_TRUE(conn->buffered().empty());
 }
 
+// The next request arrives in its own segment while the first is still at the backend, when the
+// connection waits for the upstream and not for the client. Its readiness event comes while no one
+// waits for it and there will be no other (edge-triggered): the connection must remember it and
+// read the request once the first response is out, not wait for an event that never comes.
+TEST_F(ClientSideTest, RequestSentWhileThePreviousIsAtTheBackendIsAnswered) {
+  BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+  BG_ASSERT_OK(conn->Send("GET /delay/300 HTTP/1.1\r\nHost: a\r\n\r\n"));
+  std::this_thread::sleep_for(100ms);
+  BG_ASSERT_OK(conn->Send("GET /echo?n=2 HTTP/1.1\r\nHost: a\r\n\r\n"));
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse first, conn->ReadResponse());
+  EXPECT_EQ(first.status, 200) << first;
+  BG_ASSERT_OK_AND_ASSIGN(HttpResponse second, conn->ReadResponse());
+  ASSERT_EQ(second.status, 200) << second;
+  BG_ASSERT_OK_AND_ASSIGN(EchoDump echo, ParseEcho(second.body));
+  EXPECT_EQ(echo.request_line, "GET /echo?n=2 HTTP/1.1");
+}
+
+// A client that sends its request and at once shuts down its side (`nc -N`, `curl` with
+// --http1.0 and a closed stdin...). The FIN can arrive with the request, in the same readiness
+// event, and one read takes the request and leaves the EOF behind: the proxy answers and then
+// closes at once, not after client_idle_timeout.
+TEST_F(ClientSideTest, RequestThenHalfCloseIsAnsweredAndClosedAtOnce) {
+  for (int i = 0; i < 20; ++i) {
+    SCOPED_TRACE("attempt " + std::to_string(i));
+    BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+    BG_ASSERT_OK(conn->Send("GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\n"));
+    conn->ShutdownWrite();
+    BG_ASSERT_OK_AND_ASSIGN(HttpResponse r, conn->ReadResponse());
+    EXPECT_EQ(r.status, 200) << r;
+    // client_idle_timeout is 60 s by default: a close within 2 s comes from the EOF.
+    std::string unexpected;
+    EXPECT_TRUE(conn->WaitForClose(2s, &unexpected)) << "not closed; got: " << unexpected;
+  }
+}
+
 // Requests that fill the proxy's 16 KiB read buffer exactly: 256 pipelined requests of 64 bytes.
 // Once the last of them is answered the buffer is empty but its end is at the end of the storage;
 // reading the next request there asked recv() for 0 bytes, took the 0 for the client's EOF and
