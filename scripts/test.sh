@@ -34,7 +34,7 @@ cmake --build build-tsan -j "$JOBS" --target proxy_test bluegreen test_backend
 # the test that drove it fails.
 TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
   ctest --test-dir build-tsan --output-on-failure -j "$JOBS" --timeout 600 \
-  -R "SwapTest|LifecycleTest|DrainingTest|HealthTest|ConfigChangeTest|BalancingTest|RetryTest|BackendFaultTest|WorkersTest"
+  -R "SwapTest|LifecycleTest|DrainingTest|HealthTest|ConfigChangeTest|BalancingTest|RetryTest|BackendFaultTest|WorkersTest|EventLoopTest"
 
 echo "== tests (RelWithDebInfo)"
 ctest --test-dir build --output-on-failure -j "$JOBS" --timeout 600

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <utility>
 
 
 namespace bluegreen::proxy {
@@ -157,19 +158,31 @@ void ClientConnection::SetDeadline(Clock::duration d) { deadline_ = w_->now() + 
 // returned less than it asked for) or full, and only then does the connection wait.
 
 namespace {
-constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr uint32_t kReadEvents = EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kClosedEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 }  // namespace
 
+namespace {
+uint8_t UpstreamBits(uint32_t events) {
+  uint8_t bits = 0;
+  if (events & kReadEvents) bits |= Upstream::kReadable;
+  if (events & kWriteEvents) bits |= Upstream::kWritable;
+  if (events & kClosedEvents) bits |= Upstream::kPeerClosed;
+  if (events & EPOLLPRI) bits |= Upstream::kUrgent;
+  return bits;
+}
+}  // namespace
+
+// Before any handler of the batch runs, so that a connection taking this one from the pool
+// earlier in the batch already sees that the server closed it or sent something.
+void Upstream::Note(uint32_t events) {
+  if (fd >= 0) ready |= UpstreamBits(events);
+}
+
 void Upstream::OnEvents(uint32_t events) {
   if (fd < 0) return;  // closed earlier in this turn
-  uint8_t bits = 0;
-  if (events & kReadEvents) bits |= kReadable;
-  if (events & kWriteEvents) bits |= kWritable;
-  if (events & kClosedEvents) bits |= kPeerClosed;
-  ready |= bits;
-  if (owner != nullptr) owner->OnUpstreamEvents(bits);
+  if (owner != nullptr) owner->OnUpstreamEvents(UpstreamBits(events));
 }
 
 void ClientConnection::OnEvents(uint32_t events) {
@@ -178,6 +191,7 @@ void ClientConnection::OnEvents(uint32_t events) {
   if (events & kReadEvents) bits |= Bit(static_cast<int>(Wait::kClientRead));
   if (events & kWriteEvents) bits |= Bit(static_cast<int>(Wait::kClientWrite));
   if (events & kClosedEvents) client_peer_closed_ = true;
+  if (events & EPOLLPRI) client_urgent_ = true;
   ready_ |= bits;
   OnReady(bits);
 }
@@ -207,11 +221,15 @@ bool ClientConnection::IsReady(Wait w) const {
 void ClientConnection::NotReady(Wait w) {
   switch (w) {
     case Wait::kClientRead:
+      client_urgent_ = false;
+      [[fallthrough]];
     case Wait::kClientWrite:
       ready_ &= static_cast<uint8_t>(~Bit(static_cast<int>(w)));
       return;
     case Wait::kUpRead:
-      if (up_ != nullptr) up_->ready &= static_cast<uint8_t>(~Upstream::kReadable);
+      if (up_ != nullptr) {
+        up_->ready &= static_cast<uint8_t>(~(Upstream::kReadable | Upstream::kUrgent));
+      }
       return;
     case Wait::kUpWrite:
       if (up_ != nullptr) up_->ready &= static_cast<uint8_t>(~Upstream::kWritable);
@@ -219,20 +237,39 @@ void ClientConnection::NotReady(Wait w) {
   }
 }
 
+void ClientConnection::Drained(Wait w) {
+  // A read stops short in front of TCP urgent data with more queued behind it: only EAGAIN
+  // says drained then.
+  const bool urgent = w == Wait::kClientRead ? client_urgent_
+                                             : up_ != nullptr && (up_->ready & Upstream::kUrgent);
+  if (!urgent) NotReady(w);
+}
+
 void ClientConnection::WaitFor(Wait w) {
   if (phase_ == Phase::kClosed) return;
   waiting_ |= Bit(static_cast<int>(w));
-  if (!IsReady(w) || redrive_pending_) return;
   // Ready already (an event came while nothing waited for it): no new edge will come.
+  if (IsReady(w)) ScheduleRedrive();
+}
+
+void ClientConnection::ScheduleRedrive() {
+  if (redrive_pending_ || phase_ == Phase::kClosed) return;
   redrive_pending_ = true;
-  w_->loop().Defer([this] {  // runs before the deferred delete of a Close() after this point
+  // Runs before the deferred delete of a Close() that comes after this point.
+  w_->loop().Defer([this] {
     redrive_pending_ = false;
-    if (phase_ == Phase::kClosed) return;
+    const bool again = std::exchange(drive_again_, false);
+    if (phase_ == Phase::kClosed || w_->stopped()) return;
     uint8_t bits = 0;
     for (Wait d : {Wait::kClientRead, Wait::kClientWrite, Wait::kUpRead, Wait::kUpWrite}) {
       if (IsReady(d)) bits |= Bit(static_cast<int>(d));
     }
-    OnReady(bits);
+    if ((waiting_ & bits) != 0) {
+      OnReady(bits);
+    } else if (again) {
+      w_->UpdateNow();
+      Drive();
+    }
   });
 }
 
@@ -260,6 +297,10 @@ void ClientConnection::Drive() {
     }
     if (!progress) return;
   }
+  // Still going after 1000 steps (a long pipeline, a fast tunnel): let the other connections
+  // run, then go on. Nothing waits for an event now, so only this brings the connection back.
+  drive_again_ = true;
+  ScheduleRedrive();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,7 +358,7 @@ bool ClientConnection::DriveHead() {
   const size_t space = in_->space();
   const ssize_t n = ::recv(client_fd(), in_->data + in_->end, space, 0);
   if (n > 0) {
-    if (static_cast<size_t>(n) < space) NotReady(Wait::kClientRead);
+    if (static_cast<size_t>(n) < space) Drained(Wait::kClientRead);
     if (was_empty) {
       SetDeadline(w_->current().limits.client_header_timeout);
     }
@@ -617,7 +658,7 @@ bool ClientConnection::DriveProxy() {
       const ssize_t n = ::recv(cfd, in_->data + in_->end, space, 0);
       if (n > 0) {
         const size_t got = static_cast<size_t>(n);
-        if (got < space) NotReady(Wait::kClientRead);
+        if (got < space) Drained(Wait::kClientRead);
         const size_t body =
             req_body_.Consume(std::string_view(in_->data + in_->end, got));
         in_->end += got;
@@ -663,7 +704,7 @@ bool ClientConnection::DriveProxy() {
     const size_t space = resp_->space();
     const ssize_t n = ::recv(up_fd(), resp_->data + resp_->end, space, 0);
     if (n > 0) {
-      if (static_cast<size_t>(n) < space) NotReady(Wait::kUpRead);
+      if (static_cast<size_t>(n) < space) Drained(Wait::kUpRead);
       resp_started_ = true;
       resp_->end += static_cast<size_t>(n);
       SetDeadline(ws_->snap->limits.upstream_response_timeout);

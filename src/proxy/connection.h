@@ -29,11 +29,15 @@ struct Upstream final : EventLoop::Handler {
   // The peer shut down or reset: sticky, since a read of the data before the FIN leaves the EOF
   // to read and no new edge will announce it.
   static constexpr uint8_t kPeerClosed = 4;
+  // TCP urgent data arrived: a read stops short in front of it, so a short read does not mean
+  // drained until a read found nothing.
+  static constexpr uint8_t kUrgent = 8;
 
   explicit Upstream(int f) : fd(f) {}
   ~Upstream() { Close(); }
   Upstream(const Upstream&) = delete;
   Upstream& operator=(const Upstream&) = delete;
+  void Note(uint32_t events) override;
   void OnEvents(uint32_t events) override;
   void Close() {
     if (fd >= 0) ::close(fd);
@@ -97,13 +101,18 @@ class ClientConnection final : public EventLoop::Handler {
   // the socket is ready (and nothing since found it not ready), no new edge will come: Drive
   // runs again at the end of the loop's turn instead.
   void WaitFor(Wait w);
+  // Drives the connection again at the end of the loop's turn.
+  void ScheduleRedrive();
   // A call on w's socket would block (EAGAIN, or a read that drained it): wait for the next edge.
   void Blocked(Wait w) {
     NotReady(w);
     WaitFor(w);
   }
   bool IsReady(Wait w) const;
+  // A call found the socket drained (EAGAIN) or full.
   void NotReady(Wait w);
+  // A read (w is kClientRead or kUpRead) returned less than it asked for.
+  void Drained(Wait w);
   // Readiness `bits` (one per Wait) arrived: resumes Drive when it waits for one of them.
   void OnReady(uint8_t bits);
   int client_fd();
@@ -123,7 +132,9 @@ class ClientConnection final : public EventLoop::Handler {
   // the first calls are tried.
   uint8_t ready_ = 0x3;
   bool client_peer_closed_ = false;  // sticky, as Upstream::kPeerClosed
+  bool client_urgent_ = false;       // as Upstream::kUrgent
   bool redrive_pending_ = false;  // a Drive is deferred to the end of the turn
+  bool drive_again_ = false;      // ... and it must run even if no direction is ready
   Clock::time_point deadline_{};
 
   Buffer* in_ = nullptr;           // client -> proxy

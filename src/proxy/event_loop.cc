@@ -16,7 +16,8 @@ namespace bluegreen::proxy {
 EventLoop::EventLoop() {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_fd_ < 0 || event_fd_ < 0 || !Add(event_fd_, &waker_)) {
+  // Input only: reading the eventfd makes it writable again, which would be one more edge.
+  if (epoll_fd_ < 0 || event_fd_ < 0 || !Add(event_fd_, &waker_, EPOLLIN)) {
     // Without them a worker cannot run at all; this only happens when descriptors ran out at start.
     spdlog::critical("event loop: cannot create epoll/eventfd: {}", ErrnoText(errno));
     std::abort();
@@ -28,9 +29,9 @@ EventLoop::~EventLoop() {
   ::close(epoll_fd_);
 }
 
-bool EventLoop::Add(int fd, Handler* handler) {
+bool EventLoop::Add(int fd, Handler* handler, uint32_t events) {
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = events | EPOLLET;
   ev.data.ptr = handler;
   return ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0;
 }
@@ -94,6 +95,10 @@ void EventLoop::Run(Clock::duration interval, const std::function<void()>& on_ti
     if (n < 0 && errno != EINTR) {
       spdlog::critical("event loop: epoll_wait: {}", ErrnoText(errno));
       std::abort();
+    }
+    for (int i = 0; i < n; ++i) {
+      static_cast<Handler*>(events[static_cast<size_t>(i)].data.ptr)
+          ->Note(events[static_cast<size_t>(i)].events);
     }
     for (int i = 0; i < n; ++i) {
       static_cast<Handler*>(events[static_cast<size_t>(i)].data.ptr)

@@ -14,6 +14,8 @@
 // Delete such objects through Defer, and ignore events that arrive after the close.
 #pragma once
 
+#include <sys/epoll.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -33,6 +35,10 @@ class EventLoop {
   // registered descriptor.
   class Handler {
    public:
+    // Called for every event of a batch before any OnEvents of the batch: records readiness that
+    // a handler running earlier in the same batch may ask about (is this pooled connection still
+    // quiet?). Must not do anything else.
+    virtual void Note(uint32_t /*events*/) {}
     virtual void OnEvents(uint32_t events) = 0;
 
    protected:
@@ -44,10 +50,12 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // Loop thread (or before Run): registers fd, edge-triggered, for input, output and peer
-  // shutdown. The events already pending are reported by the next wait. Returns false (errno set)
-  // on failure.
-  bool Add(int fd, Handler* handler);
+  // What sockets are registered for: input (and urgent data), output, peer shutdown.
+  static constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP;
+
+  // Loop thread (or before Run): registers fd, edge-triggered, for `events`. The events already
+  // pending are reported by the next wait. Returns false (errno set) on failure.
+  bool Add(int fd, Handler* handler, uint32_t events = kSocketEvents);
 
   // Any thread: runs fn on the loop thread, in posting order. Work still queued when the loop is
   // destroyed is destroyed without running (so what it owns is released).

@@ -61,6 +61,8 @@ struct Worker::Acceptor final : EventLoop::Handler {
   int fd;
   uint32_t listener_id;
   bool closed = false;
+  bool paused = false;  // accept failed (no descriptors): retried by the tick
+  Clock::time_point warned_at{};
 };
 
 Worker::Worker(int index) : index_(index), buffers_(256), now_(Clock::now()) {}
@@ -99,6 +101,7 @@ void Worker::Stop() {
   if (!thread_.joinable()) return;
   loop_.Stop();
   thread_.join();
+  stopped_ = true;
 }
 
 void Worker::Post(std::function<void()> fn) { loop_.Post(std::move(fn)); }
@@ -116,6 +119,7 @@ void Worker::Install(std::shared_ptr<const Snapshot> snap,
   ws->snap = std::move(snap);
   // retired_ owns every WorkerSnapshot still in use, the current one included.
   current_ = ws.get();
+  installed_shared_.store(true, std::memory_order_release);
   retired_.push_back(std::move(ws));
   std::erase_if(retired_, [this](const std::unique_ptr<WorkerSnapshot>& w) {
     return w.get() != current_ && w->refs == 0;
@@ -173,11 +177,15 @@ void Worker::OnAcceptReady(Acceptor* a) {
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // the next edge wakes us
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE) {
-        spdlog::warn("worker {}: accept: out of file descriptors", index_);
+      // Out of descriptors (or memory): the connections stay queued. Retrying at once would
+      // spin, so the next tick retries (HAProxy pauses its listener the same way).
+      if (now_ - a->warned_at >= std::chrono::seconds(10)) {
+        spdlog::warn("worker {}: accept: {}; retrying every {} ms", index_, ErrnoText(errno),
+                     kTickInterval.count());
+        a->warned_at = now_;
       }
-      // The socket may still be readable, and no new edge will say so: retry next turn.
-      break;
+      a->paused = true;
+      return;
     }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -198,6 +206,7 @@ bool Worker::HandOff(int fd, uint32_t listener_id, const sockaddr_storage& peer,
   Worker* best = nullptr;
   int64_t best_load = load_.load(std::memory_order_relaxed) - 1;
   for (Worker* p : peers_) {
+    if (!p->installed_shared_.load(std::memory_order_acquire)) continue;  // cannot serve yet
     const int64_t l = p->load_.load(std::memory_order_relaxed);
     if (l < best_load) {
       best = p;
@@ -246,6 +255,11 @@ void Worker::Unlink(ClientConnection* c) {
 void Worker::Tick() {
   UpdateNow();
   const Clock::time_point now = now_;
+  for (auto& a : acceptors_) {
+    if (!a->paused) continue;
+    a->paused = false;
+    if (!a->closed && !draining_) OnAcceptReady(a.get());
+  }
   for (ClientConnection* c = conns_; c != nullptr;) {
     ClientConnection* next = c->next_;  // OnTick may unlink c
     c->OnTick(now);
@@ -341,7 +355,7 @@ Upstream* Worker::TakeIdleUpstream(uint32_t target_id, bool replayable,
     char c;
     const ssize_t r = ::recv(u->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      u->ready &= static_cast<uint8_t>(~Upstream::kReadable);
+      u->ready &= static_cast<uint8_t>(~(Upstream::kReadable | Upstream::kUrgent));
       *idle_for = idle;
       return u;
     }

@@ -126,6 +126,8 @@ class Worker {
   void CountRetry() { ++retries_; }
   void Unlink(ClientConnection* c);
   bool draining() const { return draining_; }
+  // The loop thread has ended: work deferred by it and run afterwards does no more I/O.
+  bool stopped() const { return stopped_; }
   http::RequestHead& scratch_request() { return scratch_request_; }
   http::ResponseHead& scratch_response() { return scratch_response_; }
   Clock::time_point now() const { return now_; }
@@ -175,6 +177,10 @@ class Worker {
   std::atomic<int64_t> load_{0};
   // Set by Drain; a peer that sees it keeps the connection it meant to hand over.
   std::atomic<bool> draining_shared_{false};
+  // Set by the first Install; until then a peer hands this worker nothing (it has no snapshot
+  // to serve a connection with).
+  std::atomic<bool> installed_shared_{false};
+  bool stopped_ = false;  // the loop thread has ended
   std::vector<Worker*> peers_;
   bool draining_ = false;
   std::function<void()> drained_;

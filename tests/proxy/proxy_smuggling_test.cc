@@ -330,6 +330,28 @@ TEST_F(ClientSideTest, RequestThenHalfCloseIsAnsweredAndClosedAtOnce) {
   }
 }
 
+// TCP urgent data inside a request head (the byte is out of band, so the head is valid without
+// it). A read stops short in front of the urgent mark although the rest of the head is queued
+// behind it: a short read must not be taken for "drained" then, or the request would wait for an
+// edge that never comes until client_header_timeout.
+TEST_F(ClientSideTest, UrgentByteInsideTheHeadDoesNotStallTheRequest) {
+  for (int i = 0; i < 20; ++i) {
+    SCOPED_TRACE("attempt " + std::to_string(i));
+    BG_ASSERT_OK_AND_ASSIGN(auto conn, HttpConnection::Connect(port_));
+    const std::string first = "GET /echo?n=" + std::to_string(i) + " HTTP/1.1\r\nHo";
+    const std::string rest = "st: a\r\n\r\n";
+    ASSERT_EQ(::send(conn->fd(), first.data(), first.size(), MSG_NOSIGNAL), ssize_t(first.size()));
+    ASSERT_EQ(::send(conn->fd(), "!", 1, MSG_OOB | MSG_NOSIGNAL), 1);
+    ASSERT_EQ(::send(conn->fd(), rest.data(), rest.size(), MSG_NOSIGNAL), ssize_t(rest.size()));
+    ReadOptions quick;
+    quick.timeout = 3s;
+    BG_ASSERT_OK_AND_ASSIGN(HttpResponse r, conn->ReadResponse(quick));
+    ASSERT_EQ(r.status, 200) << r;
+    BG_ASSERT_OK_AND_ASSIGN(EchoDump echo, ParseEcho(r.body));
+    EXPECT_EQ(echo.request_line, "GET /echo?n=" + std::to_string(i) + " HTTP/1.1");
+  }
+}
+
 // Requests that fill the proxy's 16 KiB read buffer exactly: 256 pipelined requests of 64 bytes.
 // Once the last of them is answered the buffer is empty but its end is at the end of the storage;
 // reading the next request there asked recv() for 0 bytes, took the 0 for the client's EOF and
