@@ -72,6 +72,7 @@ struct Target {
   sockaddr_storage addr{};
   socklen_t len = 0;
   std::string host;  // for the Host header
+  std::string name;  // for error messages: "unix:/path" or HOST:PORT
 };
 
 Result<Target> ResolveAddress(std::string_view address) {
@@ -86,6 +87,7 @@ Result<Target> ResolveAddress(std::string_view address) {
     std::memcpy(un->sun_path, path.data(), path.size());
     t.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
     t.host = "localhost";
+    t.name = std::string(address);
     return t;
   }
   if (address.starts_with("http://")) {
@@ -98,6 +100,7 @@ Result<Target> ResolveAddress(std::string_view address) {
   t.addr = ep->addr;
   t.len = ep->len;
   t.host = std::string(address);
+  t.name = t.host;
   return t;
 }
 
@@ -108,7 +111,7 @@ Result<int> ConnectTo(const Target& t, const Limits& limits) {
     if (errno != EINPROGRESS && errno != EAGAIN) {
       const int err = errno;
       ::close(fd);
-      return Unavailable(fmt::format("connect to {}: {}", t.host, std::strerror(err)));
+      return Unavailable(fmt::format("connect to {}: {}", t.name, std::strerror(err)));
     }
     Status st = WaitFor(fd, POLLOUT, limits);
     if (!st.ok()) {
@@ -120,7 +123,7 @@ Result<int> ConnectTo(const Target& t, const Limits& limits) {
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) {
       ::close(fd);
-      return Unavailable(fmt::format("connect to {}: {}", t.host, std::strerror(err)));
+      return Unavailable(fmt::format("connect to {}: {}", t.name, std::strerror(err)));
     }
   }
   if (t.addr.ss_family != AF_UNIX) {

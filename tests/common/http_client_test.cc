@@ -147,5 +147,15 @@ TEST(HttpCallStreamingTest, TimesOut) {
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
 }
 
+// An error names the address that was asked for: the socket path, not the Host header sent on it.
+TEST(HttpCallTest, UnreachableUnixSocketIsNamedInTheError) {
+  const std::string path = "/tmp/bluegreen-http-client-test-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  Result<HttpClientResponse> r = HttpCall("unix:" + path, HttpClientRequest{}, 1000ms);
+  ASSERT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("connect to unix:" + path + ": "), std::string::npos)
+      << r.status().ToString();
+}
+
 }  // namespace
 }  // namespace bluegreen
