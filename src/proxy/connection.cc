@@ -129,7 +129,6 @@ ClientConnection::ClientConnection(Worker* worker, int fd, uint32_t listener_id,
 // Normally Close() has released everything; at process exit a worker deletes the connections
 // still open, and this releases what they hold.
 ClientConnection::~ClientConnection() {
-  if (fd_ >= 0) ::close(fd_);
   delete up_;
   BufferPool& pool = w_->buffers();
   pool.Put(in_);
@@ -138,11 +137,11 @@ ClientConnection::~ClientConnection() {
   pool.Put(client_head_);
 }
 
-int ClientConnection::client_fd() { return fd_; }
-int ClientConnection::up_fd() { return up_->fd; }
+int ClientConnection::client_fd() { return fd_.get(); }
+int ClientConnection::up_fd() { return up_->fd.get(); }
 
 void ClientConnection::Start() {
-  if (!w_->loop().Add(fd_, this)) {
+  if (!w_->loop().Add(fd_.get(), this)) {
     Close();
     return;
   }
@@ -161,88 +160,69 @@ namespace {
 constexpr uint32_t kReadEvents = EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kClosedEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
-}  // namespace
 
-namespace {
-uint8_t UpstreamBits(uint32_t events) {
+// The Wait bits an event wakes, for a socket whose directions are Waits `read` and `write`.
+constexpr uint8_t WaitBits(uint32_t events, int read, int write) {
   uint8_t bits = 0;
-  if (events & kReadEvents) bits |= Upstream::kReadable;
-  if (events & kWriteEvents) bits |= Upstream::kWritable;
-  if (events & kClosedEvents) bits |= Upstream::kPeerClosed;
-  if (events & EPOLLPRI) bits |= Upstream::kUrgent;
+  if (events & kReadEvents) bits |= Bit(read);
+  if (events & kWriteEvents) bits |= Bit(write);
   return bits;
 }
 }  // namespace
 
+void Readiness::Add(uint32_t events) {
+  if (events & kReadEvents) bits_ |= kReadable;
+  if (events & kWriteEvents) bits_ |= kWritable;
+  if (events & kClosedEvents) bits_ |= kPeerClosed;
+  if (events & EPOLLPRI) bits_ |= kUrgent;
+}
+
 // Before any handler of the batch runs, so that a connection taking this one from the pool
 // earlier in the batch already sees that the server closed it or sent something.
 void Upstream::Note(uint32_t events) {
-  if (fd >= 0) ready |= UpstreamBits(events);
+  if (fd.valid()) ready.Add(events);
 }
 
 void Upstream::OnEvents(uint32_t events) {
-  if (fd < 0) return;  // closed earlier in this turn
-  if (owner != nullptr) owner->OnUpstreamEvents(UpstreamBits(events));
+  if (!fd.valid()) return;  // closed earlier in this turn
+  if (owner != nullptr) owner->OnUpstreamEvents(events);
 }
 
 void ClientConnection::OnEvents(uint32_t events) {
   if (phase_ == Phase::kClosed) return;
-  uint8_t bits = 0;
-  if (events & kReadEvents) bits |= Bit(static_cast<int>(Wait::kClientRead));
-  if (events & kWriteEvents) bits |= Bit(static_cast<int>(Wait::kClientWrite));
-  if (events & kClosedEvents) client_peer_closed_ = true;
-  if (events & EPOLLPRI) client_urgent_ = true;
-  ready_ |= bits;
-  OnReady(bits);
+  client_ready_.Add(events);
+  OnReady(WaitBits(events, static_cast<int>(Wait::kClientRead),
+                   static_cast<int>(Wait::kClientWrite)));
 }
 
-void ClientConnection::OnUpstreamEvents(uint8_t upstream_bits) {
+void ClientConnection::OnUpstreamEvents(uint32_t events) {
   if (phase_ == Phase::kClosed) return;
-  uint8_t bits = 0;
-  if (upstream_bits & Upstream::kReadable) bits |= Bit(static_cast<int>(Wait::kUpRead));
-  if (upstream_bits & Upstream::kWritable) bits |= Bit(static_cast<int>(Wait::kUpWrite));
-  OnReady(bits);
+  OnReady(WaitBits(events, static_cast<int>(Wait::kUpRead), static_cast<int>(Wait::kUpWrite)));
 }
 
-bool ClientConnection::IsReady(Wait w) const {
-  switch (w) {
-    case Wait::kClientRead:
-      return client_peer_closed_ || (ready_ & Bit(static_cast<int>(w))) != 0;
-    case Wait::kClientWrite:
-      return (ready_ & Bit(static_cast<int>(w))) != 0;
-    case Wait::kUpRead:
-      return up_ != nullptr && up_->readable();
-    case Wait::kUpWrite:
-      return up_ != nullptr && (up_->ready & Upstream::kWritable) != 0;
-  }
-  return false;
+Readiness* ClientConnection::ReadinessOf(Wait w) {
+  if (w == Wait::kClientRead || w == Wait::kClientWrite) return &client_ready_;
+  return up_ != nullptr ? &up_->ready : nullptr;
+}
+
+bool ClientConnection::IsReady(Wait w) {
+  const Readiness* r = ReadinessOf(w);
+  if (r == nullptr) return false;
+  return w == Wait::kClientRead || w == Wait::kUpRead ? r->readable() : r->writable();
 }
 
 void ClientConnection::NotReady(Wait w) {
-  switch (w) {
-    case Wait::kClientRead:
-      client_urgent_ = false;
-      [[fallthrough]];
-    case Wait::kClientWrite:
-      ready_ &= static_cast<uint8_t>(~Bit(static_cast<int>(w)));
-      return;
-    case Wait::kUpRead:
-      if (up_ != nullptr) {
-        up_->ready &= static_cast<uint8_t>(~(Upstream::kReadable | Upstream::kUrgent));
-      }
-      return;
-    case Wait::kUpWrite:
-      if (up_ != nullptr) up_->ready &= static_cast<uint8_t>(~Upstream::kWritable);
-      return;
+  Readiness* r = ReadinessOf(w);
+  if (r == nullptr) return;
+  if (w == Wait::kClientRead || w == Wait::kUpRead) {
+    r->ReadBlocked();
+  } else {
+    r->WriteBlocked();
   }
 }
 
 void ClientConnection::Drained(Wait w) {
-  // A read stops short in front of TCP urgent data with more queued behind it: only EAGAIN
-  // says drained then.
-  const bool urgent = w == Wait::kClientRead ? client_urgent_
-                                             : up_ != nullptr && (up_->ready & Upstream::kUrgent);
-  if (!urgent) NotReady(w);
+  if (Readiness* r = ReadinessOf(w)) r->ReadShort();
 }
 
 void ClientConnection::WaitFor(Wait w) {
@@ -539,7 +519,7 @@ void ClientConnection::ConnectUpstream(const TargetSnap& target) {
   }
   if (r == 0) {
     up_connecting_ = false;
-    up_->ready = Upstream::kWritable;
+    up_->ready = Readiness(Readiness::kWritable);
     SetDeadline(ws_->snap->limits.upstream_response_timeout);
     return;  // Drive continues
   }
@@ -627,6 +607,9 @@ bool ClientConnection::DriveProxy() {
   // 1. Request bytes to the upstream.
   if (!own_response_ && up_ != nullptr && !up_connecting_) {
     const bool head_left = up_head_ != nullptr && !up_head_->empty() && !resp_started_;
+    // More request body is needed from the client.
+    const bool want_body = !head_left && req_body_pending_ == 0 && !req_body_.done() &&
+                           !client_eof_ && !waiting(Wait::kClientRead);
     if ((head_left || req_body_pending_ > 0) && !waiting(Wait::kUpWrite)) {
       size_t body_sent = 0;
       const ssize_t n = SendHeadAndBody(up_fd(), head_left ? up_head_ : nullptr, in_,
@@ -647,12 +630,9 @@ bool ClientConnection::DriveProxy() {
         close_after_ = true;
         req_body_pending_ = 0;
       }
-    } else if (!head_left && req_body_pending_ == 0 && !req_body_.done() && !client_eof_ &&
-               !waiting(Wait::kClientRead) && !IsReady(Wait::kClientRead)) {
+    } else if (want_body && !IsReady(Wait::kClientRead)) {
       WaitFor(Wait::kClientRead);  // the socket was drained: wait for more request body
-    } else if (!head_left && req_body_pending_ == 0 && !req_body_.done() && !client_eof_ &&
-               !waiting(Wait::kClientRead)) {
-      // Need more request body from the client.
+    } else if (want_body) {
       in_->MakeRoom();
       const size_t space = in_->space();
       const ssize_t n = ::recv(cfd, in_->data + in_->end, space, 0);
@@ -1156,8 +1136,7 @@ void ClientConnection::Close() {
   EndRequestAccounting(status);
   CloseUpstream();
   phase_ = Phase::kClosed;
-  ::close(fd_);  // takes the socket out of the loop's epoll set
-  fd_ = -1;
+  fd_.Reset();  // takes the socket out of the loop's epoll set
   BufferPool& pool = w_->buffers();
   pool.Put(in_);
   pool.Put(up_head_);

@@ -8,11 +8,11 @@
 #pragma once
 
 #include <netinet/in.h>
-#include <unistd.h>
 
 #include <cstdint>
 
 #include "common/http_parser.h"
+#include "common/posix.h"
 #include "proxy/event_loop.h"
 #include "proxy/worker.h"
 
@@ -20,10 +20,10 @@ namespace bluegreen::proxy {
 
 class ClientConnection;
 
-// An upstream (backend) connection: owned by a ClientConnection while it serves a request, else
-// idle in its worker's pool. Registered with the worker's loop once, when it connects; its
-// events go to its owner, or only mark it while it is idle.
-struct Upstream final : EventLoop::Handler {
+// What the edge-triggered events of one socket have said and no call has contradicted since. A
+// direction is ready from its event until a call finds it drained or full.
+class Readiness {
+ public:
   static constexpr uint8_t kReadable = 1;
   static constexpr uint8_t kWritable = 2;
   // The peer shut down or reset: sticky, since a read of the data before the FIN leaves the EOF
@@ -33,24 +33,36 @@ struct Upstream final : EventLoop::Handler {
   // drained until a read found nothing.
   static constexpr uint8_t kUrgent = 8;
 
-  explicit Upstream(int f) : fd(f) {}
-  ~Upstream() { Close(); }
-  Upstream(const Upstream&) = delete;
-  Upstream& operator=(const Upstream&) = delete;
-  void Note(uint32_t events) override;
-  void OnEvents(uint32_t events) override;
-  void Close() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
+  explicit Readiness(uint8_t bits = 0) : bits_(bits) {}
+  // Records an event's bits (EPOLLIN, EPOLLOUT, ...).
+  void Add(uint32_t events);
+  bool readable() const { return (bits_ & (kReadable | kPeerClosed)) != 0; }
+  bool writable() const { return (bits_ & kWritable) != 0; }
+  // A read or write would block (EAGAIN).
+  void ReadBlocked() { bits_ &= static_cast<uint8_t>(~(kReadable | kUrgent)); }
+  void WriteBlocked() { bits_ &= static_cast<uint8_t>(~kWritable); }
+  // A read returned less than it asked for: drained, unless urgent data cut it short.
+  void ReadShort() {
+    if ((bits_ & kUrgent) == 0) bits_ &= static_cast<uint8_t>(~kReadable);
   }
 
-  int fd;
+ private:
+  uint8_t bits_;
+};
+
+// An upstream (backend) connection: owned by a ClientConnection while it serves a request, else
+// idle in its worker's pool. Registered with the worker's loop once, when it connects; its
+// events go to its owner, or only mark it while it is idle.
+struct Upstream final : EventLoop::Handler {
+  explicit Upstream(int f) : fd(f) {}
+  void Note(uint32_t events) override;
+  void OnEvents(uint32_t events) override;
+
+  Fd fd;
   uint32_t target_id = 0;
   Clock::time_point idle_since{};
   ClientConnection* owner = nullptr;  // null while idle in the pool
-  // kReadable / kWritable: set by an event, cleared when a call found the socket drained or full.
-  uint8_t ready = 0;
-  bool readable() const { return (ready & (kReadable | kPeerClosed)) != 0; }
+  Readiness ready;
 };
 
 class ClientConnection final : public EventLoop::Handler {
@@ -71,7 +83,7 @@ class ClientConnection final : public EventLoop::Handler {
 
   // Events of the client socket, and of the upstream connection it owns.
   void OnEvents(uint32_t events) override;
-  void OnUpstreamEvents(uint8_t upstream_bits);  // Upstream::kReadable | kWritable
+  void OnUpstreamEvents(uint32_t events);
 
   // Intrusive list links of the worker.
   ClientConnection* prev_ = nullptr;
@@ -108,11 +120,13 @@ class ClientConnection final : public EventLoop::Handler {
     NotReady(w);
     WaitFor(w);
   }
-  bool IsReady(Wait w) const;
+  bool IsReady(Wait w);
   // A call found the socket drained (EAGAIN) or full.
   void NotReady(Wait w);
   // A read (w is kClientRead or kUpRead) returned less than it asked for.
   void Drained(Wait w);
+  // The readiness of w's socket: the client's, or the upstream's (null without one).
+  Readiness* ReadinessOf(Wait w);
   // Readiness `bits` (one per Wait) arrived: resumes Drive when it waits for one of them.
   void OnReady(uint8_t bits);
   int client_fd();
@@ -121,18 +135,15 @@ class ClientConnection final : public EventLoop::Handler {
   void EndRequestAccounting(int status);
 
   Worker* w_;
-  int fd_;
+  Fd fd_;
   uint32_t listener_id_;
   sockaddr_in6 peer_{};  // IPv4 peers are stored as sockaddr_in in the same bytes
 
   Phase phase_ = Phase::kHead;
   uint8_t waiting_ = 0;  // bit per Wait
-  // Client socket readiness, bits kClientRead / kClientWrite (the upstream's is in Upstream):
-  // set by an event, cleared when a call found the socket drained or full. Unknown at first, so
-  // the first calls are tried.
-  uint8_t ready_ = 0x3;
-  bool client_peer_closed_ = false;  // sticky, as Upstream::kPeerClosed
-  bool client_urgent_ = false;       // as Upstream::kUrgent
+  // The client socket's (the upstream's is in Upstream). Unknown at first, so the first calls
+  // are tried.
+  Readiness client_ready_{Readiness::kReadable | Readiness::kWritable};
   bool redrive_pending_ = false;  // a Drive is deferred to the end of the turn
   bool drive_again_ = false;      // ... and it must run even if no direction is ready
   Clock::time_point deadline_{};

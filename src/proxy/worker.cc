@@ -46,21 +46,14 @@ constexpr size_t kMaxIdlePerTarget = 512;
 // A listening socket of the worker.
 struct Worker::Acceptor final : EventLoop::Handler {
   Acceptor(Worker* w, int f, uint32_t id) : worker(w), fd(f), listener_id(id) {}
-  ~Acceptor() { Close(); }
-  Acceptor(const Acceptor&) = delete;
-  Acceptor& operator=(const Acceptor&) = delete;
   void OnEvents(uint32_t /*events*/) override {
-    if (!closed) worker->OnAcceptReady(this);
+    if (!closed()) worker->OnAcceptReady(this);
   }
-  void Close() {
-    closed = true;
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
+  void Close() { fd.Reset(); }
+  bool closed() const { return !fd.valid(); }
   Worker* worker;
-  int fd;
+  Fd fd;
   uint32_t listener_id;
-  bool closed = false;
   bool paused = false;  // accept failed (no descriptors): retried by the tick
   Clock::time_point warned_at{};
 };
@@ -168,7 +161,7 @@ bool Worker::TargetRoutable(uint32_t target_id) const {
 
 void Worker::OnAcceptReady(Acceptor* a) {
   UpdateNow();
-  const int lfd = a->fd;
+  const int lfd = a->fd.get();
   for (int i = 0; i < 64; ++i) {
     sockaddr_storage peer{};
     socklen_t len = sizeof(peer);
@@ -195,7 +188,7 @@ void Worker::OnAcceptReady(Acceptor* a) {
   }
   // More may be waiting (the listening socket is edge-triggered): go on after the other events.
   loop_.Defer([this, a] {
-    if (!a->closed && !draining_) OnAcceptReady(a);
+    if (!a->closed() && !draining_) OnAcceptReady(a);
   });
 }
 
@@ -258,7 +251,7 @@ void Worker::Tick() {
   for (auto& a : acceptors_) {
     if (!a->paused) continue;
     a->paused = false;
-    if (!a->closed && !draining_) OnAcceptReady(a.get());
+    if (!a->closed() && !draining_) OnAcceptReady(a.get());
   }
   for (ClientConnection* c = conns_; c != nullptr;) {
     ClientConnection* next = c->next_;  // OnTick may unlink c
@@ -346,16 +339,16 @@ Upstream* Worker::TakeIdleUpstream(uint32_t target_id, bool replayable,
     // response was read to the end): it is reused without a system call. A request that could
     // not be retried still looks, in case the server's FIN arrived after this turn's events
     // were gathered.
-    if (!u->readable() && replayable) {
+    if (!u->ready.readable() && replayable) {
       *idle_for = idle;
       return u;
     }
     // A connection the server closed while it sat idle reads EOF (or data it should not have
     // sent): such a connection is not reused.
     char c;
-    const ssize_t r = ::recv(u->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t r = ::recv(u->fd.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      u->ready &= static_cast<uint8_t>(~(Upstream::kReadable | Upstream::kUrgent));
+      u->ready.ReadBlocked();
       *idle_for = idle;
       return u;
     }
@@ -385,7 +378,7 @@ void Worker::ReleaseUpstream(Upstream* up) {
 
 void Worker::CloseUpstream(Upstream* up) {
   up->owner = nullptr;
-  up->Close();
+  up->fd.Reset();
   loop_.Defer([up] { delete up; });
 }
 
