@@ -339,19 +339,37 @@ std::string EscapePathSegment(std::string_view segment) {
   return out;
 }
 
+namespace {
+
+// "RUNTIME UNREACHABLE since 2026-11-29 05:00:00 UTC: <error>" when a `runtime_status` says the
+// runtime does not answer; "" otherwise (reachable, or absent as from an older serve).
+std::string RuntimeUnreachable(const json& runtime_status) {
+  const json& reachable = Get(runtime_status, "reachable");
+  if (!reachable.is_boolean() || reachable.get<bool>()) return "";
+  const json& since = Get(runtime_status, "since");
+  std::string when;
+  if (since.is_number_integer()) {
+    when = fmt::format(" since {:%Y-%m-%d %H:%M:%S} UTC",
+                       fmt::gmtime(static_cast<std::time_t>(since.get<int64_t>())));
+  }
+  return "RUNTIME UNREACHABLE" + when + ": " + Text(Get(runtime_status, "error"), "?");
+}
+
+// The progress line of `up` and `deploy` while the stack's runtime does not answer: its tasks
+// cannot start, so the wait would otherwise look stuck without a reason.
+void AddRuntimeWait(const json& status, std::vector<std::string>* lines) {
+  std::string unreachable = RuntimeUnreachable(Get(status, "runtime_status"));
+  if (!unreachable.empty()) lines->push_back(unreachable + " (waiting for it)");
+}
+
+}  // namespace
+
 std::string FormatStatus(const json& status) {
   std::string out =
       Text(Get(status, "name"), "?") + " (runtime: " + Text(Get(status, "runtime"), "?") + ")\n";
-  const json& runtime_status = Get(status, "runtime_status");
-  const json& reachable = Get(runtime_status, "reachable");
-  if (reachable.is_boolean() && !reachable.get<bool>()) {
-    const json& since = Get(runtime_status, "since");
-    std::string when;
-    if (since.is_number_integer()) {
-      when = fmt::format(" since {:%Y-%m-%d %H:%M:%S} UTC",
-                         fmt::gmtime(static_cast<std::time_t>(since.get<int64_t>())));
-    }
-    out += "  RUNTIME UNREACHABLE" + when + ": " + Text(Get(runtime_status, "error"), "?") +
+  if (std::string unreachable = RuntimeUnreachable(Get(status, "runtime_status"));
+      !unreachable.empty()) {
+    out += "  " + unreachable +
            "\n    its tasks are left as they are (they keep serving; serve cannot see them); no "
            "task is started, stopped or replaced, and deploys are refused until it answers\n";
   }
@@ -424,6 +442,7 @@ std::string FormatStacks(const json& answer) {
   const json& stacks = Array(Get(answer, "stacks"));
   if (stacks.empty()) return "no stacks yet: create one with bluegreen up -f stack.yaml\n";
   std::vector<std::vector<std::string>> rows = {{"NAME", "LIVE", "PROD", "TEST", "SERVICES"}};
+  std::string notes;  // one line per stack whose runtime does not answer, under the table
   for (const json& st : stacks) {
     std::string live = Text(Get(st, "live"));
     std::vector<std::string> services;
@@ -437,8 +456,13 @@ std::string FormatStacks(const json& answer) {
     }
     rows.push_back({Text(Get(st, "name")), live, Text(Get(st, "production_port")),
                     Text(Get(st, "test_port")), services.empty() ? "-" : Join(services, ", ")});
+    if (std::string unreachable = RuntimeUnreachable(Get(st, "runtime_status"));
+        !unreachable.empty()) {
+      notes += Text(Get(st, "name")) + " (runtime " + Text(Get(st, "runtime")) + "): " +
+               unreachable + "\n";
+    }
   }
-  return Table(rows, "");
+  return Table(rows, "") + notes;
 }
 
 std::string FormatUpAnswer(const json& answer) {
@@ -540,6 +564,7 @@ std::vector<std::string> UpProgress(const json& status) {
     }
     lines.push_back(std::move(line));
   }
+  AddRuntimeWait(status, &lines);
   return lines;
 }
 
@@ -567,6 +592,7 @@ std::vector<std::string> DeployProgress(const json& status,
     }
     lines.push_back(std::move(line));
   }
+  AddRuntimeWait(status, &lines);
   return lines;
 }
 

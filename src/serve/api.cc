@@ -447,6 +447,7 @@ HttpResponse Api::ListStacks() {
     }
     list.push_back({{"name", s.name},
                     {"runtime", (*st)["runtime"]},
+                    {"runtime_status", (*st)["runtime_status"]},
                     {"live", s.live},
                     {"production_port", (*st)["listeners"][0]["port"]},
                     {"test_port", (*st)["listeners"][1]["port"]},

@@ -9,7 +9,8 @@
 // a commit and watches its execution reach "Waiting for approval", approves it with a comment,
 // sees production switch to the new version (on the page, and from the production listener
 // itself) and the history entry with the approver and the comment, then rolls back through the
-// confirmation dialog and rejects a third commit. Screenshots of each step, laptop (1366x850)
+// confirmation dialog and rejects a third commit. Last, a second stack on a container engine that
+// does not answer (serve's engine socket has nothing behind it) shows its warning. Screenshots of each step, laptop (1366x850)
 // and phone (390x844), go to DIR. Any error in the page's console fails the test (except the
 // HTTP errors a step expects).
 // Prints one line per check and closes with "N passed, N failed".
@@ -145,12 +146,17 @@ let serveLog = '';
 let apiPort = 0;
 let token = '';
 let api = '';
+const noEngine = path.join(root, 'no-engine.sock');
 
 async function startServe() {
   apiPort = await freePort();
   api = `http://127.0.0.1:${apiPort}`;
+  // Container stacks talk to an engine socket that nothing listens on: the last step's stack
+  // runs on a container engine that does not answer.
+  const env = { ...process.env, BLUEGREEN_CONTAINER_SOCKET: noEngine };
+  delete env.DOCKER_HOST;
   serve = spawn(BLUEGREEN, ['serve', '--state-dir', stateDir, '--api', `127.0.0.1:${apiPort}`],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+    { stdio: ['ignore', 'pipe', 'pipe'], env });
   serve.stdout.on('data', (d) => { serveLog += d; });
   serve.stderr.on('data', (d) => { serveLog += d; });
   await waitFor('serve to answer', async () => (await fetch(`${api}/api/v1/healthz`)).ok, 20_000);
@@ -492,6 +498,35 @@ async function main() {
     check(why.includes(e4.version) && why.includes('unapproved'),
       'rollback is offered no more: the test side runs the rejected version', why);
     await shot(page, '12-rejected');
+
+    // A second stack, on a container engine that does not answer: its overview card and its
+    // page say so, with serve's error (which names the socket).
+    fs.writeFileSync(path.join(root, 'box.yaml'), [
+      'name: box',
+      'service:',
+      '  runtime: podman',
+      '  image: localhost/bluegreen-test/box:v1',
+      '  port: 8080',
+      `load_balancer: {production: {port: ${await freePort()}}, test: {port: ${await freePort()}}}`,
+      '',
+    ].join('\n'));
+    cli(['up', '-f', path.join(root, 'box.yaml'), '--no-wait']);
+    await page.goto(`${api}/#/`);
+    const boxWarning = page.locator('.stack-card[data-stack="box"] .runtime-down');
+    await boxWarning.waitFor();
+    const boxText = await boxWarning.textContent();
+    check(boxText.includes('The podman runtime does not answer') && boxText.includes(noEngine),
+      'the overview says which stack\'s container engine does not answer, and why', boxText);
+    check(await page.locator('.stack-card[data-stack="app"] .runtime-down').count() === 0,
+      'a stack on a runtime that answers gets no such warning');
+    await shot(page, '13-runtime-down');
+    await page.goto(`${api}/#/stacks/box`);
+    const pageWarning = page.locator('#stack-head .runtime-down');
+    await pageWarning.waitFor();
+    check((await pageWarning.textContent()).includes(noEngine),
+      'the stack page says that its container engine does not answer');
+    await shot(page, '14-runtime-down-stack', { fullPage: false });
+    cli(['down', 'box']);
 
     await load.stop();
     console.log(`# production load during the test: ${JSON.stringify(load.totals)}`);

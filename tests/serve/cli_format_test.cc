@@ -280,6 +280,19 @@ TEST(CliFormat, Stacks) {
             "NAME  LIVE      PROD  TEST  SERVICES\n"
             "demo  Code1 v1  8000  8001  Code1 v1 2/2, Code2 v2 1/2\n"
             "shop  Code2     80    8080  Code1 - 0/1, Code2 - 0/1\n");
+  // A stack whose container engine does not answer gets a line under the table; a reachable
+  // one, or one from a serve that does not say, gets none.
+  answer["stacks"][0]["runtime_status"] = {{"reachable", true}, {"error", ""}, {"since", nullptr}};
+  answer["stacks"][1]["runtime_status"] = {
+      {"reachable", false},
+      {"error", "podman at unix:/run/podman/podman.sock does not answer: connection refused"},
+      {"since", 1764392400}};
+  EXPECT_EQ(FormatStacks(answer),
+            "NAME  LIVE      PROD  TEST  SERVICES\n"
+            "demo  Code1 v1  8000  8001  Code1 v1 2/2, Code2 v2 1/2\n"
+            "shop  Code2     80    8080  Code1 - 0/1, Code2 - 0/1\n"
+            "shop (runtime podman): RUNTIME UNREACHABLE since 2025-11-29 05:00:00 UTC: podman at "
+            "unix:/run/podman/podman.sock does not answer: connection refused\n");
   EXPECT_EQ(FormatStacks(json::parse(R"({"stacks": []})")),
             "no stacks yet: create one with bluegreen up -f stack.yaml\n");
   EXPECT_EQ(FormatStacks(json()), "no stacks yet: create one with bluegreen up -f stack.yaml\n");
@@ -343,6 +356,24 @@ TEST(CliWait, UpWaitsForCountsAndRollouts) {
   WaitCheck c2 = CheckUpDone(first);
   EXPECT_EQ(c2.state, WaitCheck::kFailed);
   EXPECT_EQ(c2.detail, "Code1: the rollout of v1 failed: crashed; Code2: the rollout of v1 failed");
+}
+
+TEST(CliWait, ProgressSaysWhenTheRuntimeDoesNotAnswer) {
+  json down = kStatus;
+  down["runtime_status"] = {{"reachable", false},
+                            {"error", "podman: the engine at /run/podman/podman.sock does not answer"},
+                            {"since", 1764392400}};
+  const std::string line =
+      "RUNTIME UNREACHABLE since 2025-11-29 05:00:00 UTC: podman: the engine at "
+      "/run/podman/podman.sock does not answer (waiting for it)";
+  EXPECT_EQ(UpProgress(down),
+            (std::vector<std::string>{"Code1 v1: 2/2 running",
+                                      "Code2 v2: 1/2 running, rollout of v3 in progress", line}));
+  EXPECT_EQ(DeployProgress(down, {"Code2"}, "v3"),
+            (std::vector<std::string>{"Code2 v3: 0/2 running, 1 starting", line}));
+  // Reachable again: the line goes.
+  down["runtime_status"] = {{"reachable", true}, {"error", ""}, {"since", 1764392460}};
+  EXPECT_EQ(UpProgress(down).size(), 2u);
 }
 
 TEST(CliWait, DeployDoneWhenTheServicesRunTheVersion) {

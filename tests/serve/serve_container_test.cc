@@ -330,6 +330,21 @@ TEST_F(ServeContainerTest, PodmanServiceSigkillUnderLoad) {
   EXPECT_NE(out.find("RUNTIME UNREACHABLE"), std::string::npos) << out;
   EXPECT_NE(out.find(sock_), std::string::npos) << out;
   const std::string status_text = out;
+  // So does the list of stacks (GET /api/v1/stacks and `bluegreen stacks`).
+  std::tie(rc, out) = Cli({"stacks", "--json"});
+  ASSERT_EQ(rc, 0) << out;
+  const Json list = Json::parse(out, nullptr, false);
+  bool listed = false;
+  for (const Json& st : list.value("stacks", Json::array())) {
+    if (st.value("name", "") != stack_) continue;
+    listed = true;
+    EXPECT_EQ(reachable(st), std::optional<bool>(false)) << st.dump();
+    EXPECT_EQ(st["runtime_status"].value("error", ""), error) << st.dump();
+  }
+  EXPECT_TRUE(listed) << out;
+  std::tie(rc, out) = Cli({"stacks"});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find(stack_ + " (runtime podman): RUNTIME UNREACHABLE"), std::string::npos) << out;
 
   // A deploy is refused with a clear error, and changes nothing.
   std::tie(rc, out) =

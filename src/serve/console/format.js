@@ -112,3 +112,14 @@ export function holdsStack(e) {
   if (e.status === 'WaitingForApproval') return true;
   return e.status === 'InProgress' && ['Deploy', 'Review', 'Swap'].includes(e.stage);
 }
+
+// What the console says when a stack's container engine does not answer (the status document's
+// runtime_status, serve's last check of it), or null while it answers. `since` is in seconds.
+export function runtimeWarning(status) {
+  const rs = status.runtime_status;
+  if (!rs || rs.reachable !== false) return null;
+  return h('p', { class: 'runtime-down', dataset: { runtime: status.runtime } },
+    h('strong', {}, `The ${status.runtime} runtime does not answer`),
+    rs.since ? [' (since ', when(rs.since * 1000), ')'] : null,
+    `: ${rs.error || 'no detail'}. Its tasks are left as they are; no deploy starts until it answers.`);
+}

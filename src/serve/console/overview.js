@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import { h, fill } from './dom.js';
-import { pill, sideBadge, service, otherSide, shortSha, listenerUrl, when, STAGES } from './format.js';
+import { pill, sideBadge, service, otherSide, shortSha, listenerUrl, when, runtimeWarning, STAGES } from './format.js';
 
 function sideRow(status, label, identifier, port) {
   const svc = service(status, identifier);
@@ -36,6 +36,7 @@ function stackCard(status) {
     h('div', { class: 'stack-card-head' },
       h('h2', {}, status.name),
       h('span', { class: 'live-side' }, 'live: ', sideBadge(live))),
+    runtimeWarning(status),
     sideRow(status, 'Production', live, prod.port),
     sideRow(status, 'Test', otherSide(live), test.port),
     h('div', { class: 'stack-card-exec' },

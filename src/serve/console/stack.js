@@ -9,7 +9,7 @@ import { h, fill } from './dom.js';
 import { trafficChart } from './chart.js';
 import {
   STAGES, pill, sideBadge, sideClass, otherSide, service, shortSha, duration, when, listenerUrl,
-  rate, percent, statusText, holdsStack,
+  rate, percent, statusText, holdsStack, runtimeWarning,
 } from './format.js';
 
 const MAX_SAMPLES = 300;
@@ -132,7 +132,8 @@ export function stackView(ctx, name) {
         h('span', { class: 'live-side' }, 'live: ', sideBadge(st.live)),
         h('span', { class: 'muted' }, `${st.runtime} runtime`)),
       h('div', { class: 'head-actions' }, button,
-        plan.why ? h('p', { class: 'why', id: 'rollback-why' }, plan.why) : null));
+        plan.why ? h('p', { class: 'why', id: 'rollback-why' }, plan.why) : null),
+      runtimeWarning(st));
   }
 
   function sideCard(label, identifier, listener) {
