@@ -125,6 +125,12 @@ int main(int argc, char** argv) {
                    "worker threads of the proxy (0 = one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  serve
+      ->add_option("--keep-versions", serve_options.keep_versions,
+                   "builds of each stack whose artifacts or images are kept: older ones are "
+                   "removed after each build, except those in use (0 = keep all)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
 
   // The client commands (docs/cli.md).
   bluegreen::cli::ClientOptions client;

@@ -461,4 +461,14 @@ Result<std::string> ContainerRuntime::BuildImage(const ImageBuildRequest& req) {
   return info["Id"].get<std::string>();
 }
 
+Status ContainerRuntime::RemoveImage(const std::string& tag) {
+  const EngineClient engine(address_, flavor_);
+  const std::string what = fmt::format("remove image {}", tag);
+  Result<HttpClientResponse> r =
+      engine.Call(what, "DELETE", fmt::format("/images/{}", UrlEncode(tag, "/:")));
+  if (!r.ok()) return r.status();
+  if (r->status == 200 || r->status == 404) return Status::Ok();
+  return engine.Error(what, *r);
+}
+
 }  // namespace bluegreen::runtime

@@ -92,6 +92,10 @@ class ContainerRuntime final : public Runtime {
   // set; DeadlineExceeded when req.timeout passed; the engine call's errors otherwise.
   Result<std::string> BuildImage(const ImageBuildRequest& req);
 
+  // Removes the image `tag` (DELETE /images/TAG; not forced, so an image that a container still
+  // uses stays and this fails). OK when the engine does not know the image.
+  Status RemoveImage(const std::string& tag);
+
  private:
   const std::string socket_path_;
   const std::string address_;  // "unix:" + socket path, for HttpCall

@@ -129,8 +129,10 @@ json ExecutionToJson(const store::ExecutionRecord& e) {
           {"updated_at", e.updated_at}};
 }
 
-Pipeline::Pipeline(store::Store* store, Paths paths, std::function<void()> wake)
-    : store_(store), paths_(std::move(paths)), wake_(std::move(wake)) {}
+Pipeline::Pipeline(store::Store* store, Paths paths, std::function<void()> wake,
+                   int keep_versions)
+    : store_(store), paths_(std::move(paths)), wake_(std::move(wake)),
+      keep_versions_(keep_versions) {}
 
 Pipeline::~Pipeline() { Stop(); }
 
@@ -508,6 +510,7 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
       (void)store_->UpdateExecution(&e);
     }
     spdlog::info("{}: execution {} built version {}", e.stack, e.number, e.version);
+    PruneVersions(e.stack, *spec);
     done();
   };
   if (builds_image) {
@@ -559,6 +562,68 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     return done();
   }
   built(store::VersionRecord{e.stack, e.version, dest, "", 0});
+}
+
+void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& spec) {
+  if (keep_versions_ <= 0) return;
+  const bool containers = spec.service.runtime != stack::Runtime::kProcess;
+  const std::string own_dir = fmt::format("{}/{}/", paths_.artifacts_dir(), stack);
+  std::vector<store::VersionRecord> doomed;
+  {
+    // ManualDeploy checks that a version exists and starts its rollout under this lock: a
+    // version is either in use by the time it is looked at here, or gone before it is deployed.
+    std::lock_guard lock(exec_mu_);
+    Result<std::vector<store::VersionRecord>> versions = store_->ListVersions(stack);
+    Result<std::vector<store::ServiceRecord>> services = store_->ListServices(stack);
+    Result<std::vector<store::TaskRecord>> tasks = store_->ListTasks(stack);
+    Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions(stack, 1000, true);
+    if (!versions.ok() || !services.ok() || !tasks.ok() || !active.ok()) return;  // next build
+    std::set<std::string> in_use;
+    for (const store::ServiceRecord& s : *services) {
+      if (s.version) in_use.insert(*s.version);
+      if (s.rollout_version) in_use.insert(*s.rollout_version);
+    }
+    for (const store::TaskRecord& t : *tasks) in_use.insert(t.version);
+    for (const store::ExecutionRecord& e : *active) in_use.insert(e.version);
+    int builds = 0;
+    for (const store::VersionRecord& v : *versions) {  // newest first
+      // Only what the pipeline built: an artifact directory or image registered by hand is the
+      // user's.
+      const bool built_dir = !v.artifact_dir.empty() && v.artifact_dir.starts_with(own_dir);
+      const bool built_image = !v.image.empty() && v.image == ImageName(stack, v.version);
+      if (!built_dir && !built_image) continue;
+      if (++builds <= keep_versions_ || in_use.contains(v.version)) continue;
+      if (built_image && !containers) continue;  // no engine to ask while the stack runs processes
+      Status st = store_->DeleteVersion(stack, v.version);
+      if (!st.ok()) {
+        spdlog::warn("{}: cannot forget version {}: {}", stack, v.version, st.message());
+        continue;
+      }
+      doomed.push_back(v);
+    }
+  }
+  for (const store::VersionRecord& v : doomed) {
+    std::string what;
+    Status st = Status::Ok();
+    if (!v.artifact_dir.empty()) {
+      what = "artifact directory " + v.artifact_dir;
+      std::error_code ec;
+      fs::remove_all(v.artifact_dir, ec);
+      if (ec) st = Internal(ec.message());
+    } else {
+      what = "image " + v.image;
+      const std::string flavor(stack::RuntimeName(spec.service.runtime));
+      st = runtime::ContainerRuntime(runtime::ContainerRuntime::SocketFor(flavor), flavor)
+               .RemoveImage(v.image);
+    }
+    if (!st.ok()) spdlog::warn("{}: version {}: cannot remove its {}: {}", stack, v.version, what,
+                               st.message());
+    const std::string message = fmt::format(
+        "version {} removed with its {}{} (builds kept: the newest {} and those in use)",
+        v.version, what, st.ok() ? "" : " (which failed: " + st.message() + ")", keep_versions_);
+    (void)store_->AddEvent(stack, "version_removed", message);
+    spdlog::info("{}: {}", stack, message);
+  }
 }
 
 void Pipeline::PollLoop() {

@@ -43,7 +43,11 @@ nlohmann::json ExecutionToJson(const store::ExecutionRecord& e);
 
 class Pipeline {
  public:
-  Pipeline(store::Store* store, Paths paths, std::function<void()> wake_reconciler);
+  // `keep_versions`: after each build, the build outputs (artifact directory or image) of the
+  // stack's builds beyond the newest `keep_versions` are removed, with their versions, unless a
+  // service, a task or an active execution uses them. 0 keeps every build.
+  Pipeline(store::Store* store, Paths paths, std::function<void()> wake_reconciler,
+           int keep_versions = 0);
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
@@ -108,10 +112,13 @@ class Pipeline {
   void Finish(store::ExecutionRecord* e, const std::string& status, const std::string& reason);
   std::string ReadSecret(const std::string& stack, const std::string& key) const;
   void Reap();
+  // Removes the builds of `stack` that keep_versions_ does not keep (see the constructor).
+  void PruneVersions(const std::string& stack, const stack::StackSpec& spec);
 
   store::Store* store_;
   Paths paths_;
   std::function<void()> wake_;
+  const int keep_versions_;
 
   std::mutex exec_mu_;  // serializes read-modify-write of executions
   std::mutex waiters_mu_;

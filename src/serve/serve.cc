@@ -166,7 +166,8 @@ int RunServe(const ServeOptions& options) {
   Reconciler reconciler(store->get(), Paths{dir, **install_id},
                         options.self_binary.empty() ? SelfExecutable() : options.self_binary,
                         options.proxy_workers);
-  Pipeline pipeline(store->get(), Paths{dir, **install_id}, [&reconciler] { reconciler.Notify(); });
+  Pipeline pipeline(store->get(), Paths{dir, **install_id}, [&reconciler] { reconciler.Notify(); },
+                    options.keep_versions);
   reconciler.SetPipeline(&pipeline);
   boost::asio::io_context io(1);
   Api api(io, store->get(), &reconciler, &pipeline, *token_hash);

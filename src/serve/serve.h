@@ -13,6 +13,7 @@ struct ServeOptions {
   std::string self_binary;                 // path of the bluegreen executable (runs the proxy);
                                            // empty = /proc/self/exe
   int proxy_workers = 0;                   // 0 = the proxy's default (number of cores)
+  int keep_versions = 10;                  // builds kept per stack (Pipeline); 0 = all
 };
 
 // The default state directory: $BLUEGREEN_STATE_DIR, else /var/lib/bluegreen for root, else

@@ -540,6 +540,13 @@ Result<std::optional<VersionRecord>> Store::GetVersion(const std::string& stack,
       VersionRecord{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)});
 }
 
+Status Store::DeleteVersion(const std::string& stack, const std::string& version) {
+  std::lock_guard lock(mu_);
+  BG_PREPARE(s, "DELETE FROM versions WHERE stack = ? AND version = ?");
+  s.Bind(1, stack).Bind(2, version);
+  return s.Run();
+}
+
 Result<std::vector<VersionRecord>> Store::ListVersions(const std::string& stack) {
   std::lock_guard lock(mu_);
   BG_PREPARE(s, "SELECT stack, version, artifact_dir, image, created_at FROM versions "

@@ -143,7 +143,10 @@ class Store {
   Status PutVersion(const VersionRecord& v);
   Result<std::optional<VersionRecord>> GetVersion(const std::string& stack,
                                                   const std::string& version);
+  // Newest first.
   Result<std::vector<VersionRecord>> ListVersions(const std::string& stack);
+  // Forgets one version (OK when there is no such version).
+  Status DeleteVersion(const std::string& stack, const std::string& version);
 
   // Tasks. InsertTask assigns the id.
   Result<int64_t> InsertTask(const TaskRecord& task);

@@ -23,6 +23,9 @@ constexpr Duration kBuildTimeout = 180s;  // an execution with a compile and an 
 
 class PipelineContainerTest : public PipelineHarness {
  protected:
+  // Keep one build: step 5 of the test sees an image that nothing uses removed.
+  PipelineContainerTest() { serve_args_ = {"--keep-versions", "1"}; }
+
   Duration WatchdogTimeout() const override { return 400s; }
 
   void SetUp() override {
@@ -117,6 +120,20 @@ load_balancer:
   }
 
   // The registered versions of the stack, by name.
+  // Commits and pushes `files`; returns the execution of that commit once it waits for approval
+  // (its image built and deployed on the test side).
+  Result<Json> PushAndWaitForApproval(const std::map<std::string, std::string>& files,
+                                      const std::string& message) {
+    Result<std::string> sha = CommitAndPush(files, message);
+    if (!sha.ok()) return sha.status();
+    Result<Json> e = WaitExecutionOf(stack_, *sha);
+    if (!e.ok()) return e.status();
+    return WaitExecution(
+        stack_, e->value("id", int64_t{0}),
+        [](const Json& x) { return x.value("status", "") == "WaitingForApproval"; },
+        kBuildTimeout, "to wait for approval");
+  }
+
   Result<Json> Version(const std::string& version) {
     auto r = Api("GET", "/api/v1/stacks/" + stack_ + "/versions");
     if (!r.ok()) return r.status();
@@ -187,14 +204,8 @@ TEST_F(PipelineContainerTest, BuildsDeploysAndReleasesImages) {
   EXPECT_TRUE(AllAnswer(test_port_, "blue\n", 5, &got)) << "test: " << got;
 
   // 3. The next image goes to the test side, waits for approval, and is swapped in.
-  BG_ASSERT_OK_AND_ASSIGN(std::string sha3, CommitAndPush(App("green"), "Make it green"));
-  BG_ASSERT_OK_AND_ASSIGN(Json third, WaitExecutionOf(stack_, sha3));
-  const int64_t id3 = third.value("id", int64_t{0});
-  BG_ASSERT_OK_AND_ASSIGN(
-      Json waiting,
-      WaitExecution(
-          stack_, id3, [](const Json& e) { return e.value("status", "") == "WaitingForApproval"; },
-          kBuildTimeout, "to wait for approval"));
+  BG_ASSERT_OK_AND_ASSIGN(Json waiting, PushAndWaitForApproval(App("green"), "Make it green"));
+  const int64_t id3 = waiting.value("id", int64_t{0});
   const std::string v3 = waiting.value("version", "");
   BG_ASSERT_OK_AND_ASSIGN(st, WaitSettled(stack_));
   EXPECT_EQ(TestVersion(st), v3) << st.dump(2);
@@ -208,6 +219,32 @@ TEST_F(PipelineContainerTest, BuildsDeploysAndReleasesImages) {
   EXPECT_TRUE(AllAnswer(production_port_, "green\n", 5, &got)) << "production: " << got;
   EXPECT_TRUE(AllAnswer(test_port_, "blue\n", 5, &got))
       << "the previous production image keeps running on the test side: " << got;
+  // With --keep-versions 1, v3's build removed nothing: v1, older, runs on the test side.
+  EXPECT_TRUE(ImageExists(ImageOf(v1)));
+
+  // 4. Another release: production v4, test v3; v1 runs nowhere now.
+  BG_ASSERT_OK_AND_ASSIGN(Json waiting4, PushAndWaitForApproval(App("red"), "Make it red"));
+  const int64_t id4 = waiting4.value("id", int64_t{0});
+  const std::string v4 = waiting4.value("version", "");
+  BG_ASSERT_OK_AND_ASSIGN(approved, Action(stack_, "approve"));
+  ASSERT_EQ(approved.status, 200) << approved.body;
+  BG_ASSERT_OK(WaitExecutionStatus(stack_, id4, "Succeeded").status());
+  EXPECT_TRUE(ImageExists(ImageOf(v1))) << "removed by the build that still found it in use";
+
+  // 5. The next build removes v1's image, and only it: v3 runs on the test side, v4 in
+  // production.
+  BG_ASSERT_OK(PushAndWaitForApproval(App("yellow"), "Make it yellow").status());
+  EXPECT_FALSE(ImageExists(ImageOf(v1))) << "the image that nothing uses is still there";
+  BG_ASSERT_OK_AND_ASSIGN(version, Version(v1));
+  EXPECT_TRUE(version.is_null()) << version.dump(2);
+  for (const std::string& v : {v3, v4}) EXPECT_TRUE(ImageExists(ImageOf(v))) << v;
+  bool said = false;
+  for (const Json& ev : Get("/api/v1/stacks/" + stack_ + "/events").value("events", Json::array())) {
+    said |= ev.value("kind", "") == "version_removed" &&
+            ev.value("message", "").find("image " + ImageOf(v1)) != std::string::npos;
+  }
+  EXPECT_TRUE(said) << "no version_removed event for " << ImageOf(v1);
+  EXPECT_TRUE(AllAnswer(production_port_, "red\n", 5, &got)) << "production: " << got;
 }
 
 }  // namespace

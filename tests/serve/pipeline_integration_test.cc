@@ -557,6 +557,81 @@ TEST_F(PipelineTest, AutoApproval) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Retention: serve --keep-versions
+
+class PipelineRetentionTest : public PipelineHarness {
+ protected:
+  PipelineRetentionTest() { serve_args_ = {"--keep-versions", "2"}; }
+};
+
+// With --keep-versions 2, each build removes the builds beyond the newest two, unless a service
+// runs them; a version registered by hand is never touched. A removed version is gone from the
+// API with its artifact directory, says so in the events, and can no longer be deployed.
+TEST_F(PipelineRetentionTest, KeepsTheNewestBuildsAndThoseInUse) {
+  BG_ASSERT_OK_AND_ASSIGN(PipelineStack f, NewPipelineStack());
+  BG_ASSERT_OK_AND_ASSIGN(Json first, FirstRun(f, {"blue"}));
+  const std::string v1 = first.value("version", "");
+  // A version registered by hand, older than every later build.
+  const std::string manual_dir = art_dir_ + "/manual";
+  std::filesystem::create_directories(manual_dir);
+  BG_ASSERT_OK_AND_ASSIGN(
+      ApiAnswer reg, Api("POST", "/api/v1/stacks/" + f.name + "/versions",
+                         Json{{"version", "by-hand"}, {"artifact_dir", manual_dir}}.dump()));
+  ASSERT_EQ(reg.status, 201) << reg.body;
+
+  auto versions = [&] {
+    std::map<std::string, std::string> out;  // version -> artifact_dir
+    for (const Json& v : Get("/api/v1/stacks/" + f.name + "/versions").value("versions", Json::array())) {
+      out[v.value("version", "")] = v.value("artifact_dir", "");
+    }
+    return out;
+  };
+  BG_ASSERT_OK_AND_ASSIGN(Json r2, Release(f, {"green"}));
+  const std::string v2 = r2.value("version", "");
+  const std::string v1_dir = versions()[v1];
+  ASSERT_FALSE(v1_dir.empty());
+  ASSERT_TRUE(std::filesystem::is_directory(v1_dir)) << v1_dir;
+
+  // v3's build: v1 is beyond the newest two builds but still runs on the test side: kept.
+  BG_ASSERT_OK_AND_ASSIGN(Json r3, Release(f, {"red"}));
+  const std::string v3 = r3.value("version", "");
+  EXPECT_TRUE(versions().contains(v1));
+  EXPECT_TRUE(std::filesystem::is_directory(v1_dir)) << v1_dir;
+
+  // v4's build: v1 runs nowhere now (production v3, test v2): removed, with its directory.
+  BG_ASSERT_OK_AND_ASSIGN(Json r4, Release(f, {"yellow"}));
+  const std::string v4 = r4.value("version", "");
+  const std::map<std::string, std::string> left = versions();
+  EXPECT_FALSE(left.contains(v1)) << v1;
+  EXPECT_FALSE(std::filesystem::exists(v1_dir)) << v1_dir;
+  for (const std::string& v : {v2, v3, v4}) {
+    ASSERT_TRUE(left.contains(v)) << v;
+    EXPECT_TRUE(std::filesystem::is_directory(left.at(v))) << left.at(v);
+  }
+  EXPECT_TRUE(left.contains("by-hand"));
+  EXPECT_TRUE(std::filesystem::is_directory(manual_dir));
+
+  bool said = false;
+  for (const Json& ev : Get("/api/v1/stacks/" + f.name + "/events").value("events", Json::array())) {
+    const std::string m = ev.value("message", "");
+    if (ev.value("kind", "") == "version_removed" && m.find(v1) != std::string::npos &&
+        m.find(v1_dir) != std::string::npos) {
+      said = true;
+    }
+  }
+  EXPECT_TRUE(said) << "no version_removed event for " << v1;
+  BG_ASSERT_OK_AND_ASSIGN(ApiAnswer deploy, Api("POST", "/api/v1/stacks/" + f.name + "/deploy",
+                                                Json{{"version", v1}}.dump()));
+  EXPECT_EQ(deploy.status, 404) << deploy.body;
+  // Production still serves, and a rollback (to v3, on the test side) still works.
+  std::string got;
+  EXPECT_TRUE(AllAnswer(f.production_port, "yellow\n", 5, &got)) << got;
+  BG_ASSERT_OK_AND_ASSIGN(ApiAnswer rb, Action(f.name, "rollback"));
+  EXPECT_EQ(rb.status, 200) << rb.body;
+  EXPECT_TRUE(AllAnswer(f.production_port, "red\n", 5, &got)) << got;
+}
+
+// ---------------------------------------------------------------------------------------------
 // 6. Superseding
 
 TEST_F(PipelineTest, Superseding) {

@@ -526,6 +526,8 @@ class ServeTest : public ::testing::Test {
   virtual Duration WatchdogTimeout() const { return kWatchdog; }
   // Whether SetUp starts serve (a test whose command starts serve itself says no).
   virtual bool StartsServe() const { return true; }
+  // More arguments of `bluegreen serve` (a fixture sets them in its constructor).
+  std::vector<std::string> serve_args_;
 
   void SetUp() override {
     start_ = Clock::now();
@@ -612,6 +614,7 @@ class ServeTest : public ::testing::Test {
     std::vector<std::string> argv = env;
     argv.insert(argv.end(), {BLUEGREEN_BINARY, "serve", "--state-dir", state_dir_, "--api",
                              "127.0.0.1:" + std::to_string(api_port_), "--proxy-workers", "2"});
+    argv.insert(argv.end(), serve_args_.begin(), serve_args_.end());
     auto p = Process::Start("/usr/bin/env", argv);
     if (!p.ok()) return p.status();
     serve_ = std::move(p).value();

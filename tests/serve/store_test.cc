@@ -136,6 +136,26 @@ TEST_F(StoreTest, VersionsAreImmutable) {
   EXPECT_EQ((*got)->artifact_dir, "/srv/a");
 }
 
+TEST_F(StoreTest, DeleteVersionForgetsOnlyThatVersion) {
+  auto s = Open();
+  ASSERT_TRUE(s->PutStack(Stack("demo")).ok());
+  ASSERT_TRUE(s->PutStack(Stack("other")).ok());
+  ASSERT_TRUE(s->PutVersion(VersionRecord{"demo", "v1", "/srv/1", "", 1}).ok());
+  ASSERT_TRUE(s->PutVersion(VersionRecord{"demo", "v2", "/srv/2", "", 2}).ok());
+  ASSERT_TRUE(s->PutVersion(VersionRecord{"other", "v1", "/srv/o", "", 1}).ok());
+  ASSERT_TRUE(s->DeleteVersion("demo", "v1").ok());
+  EXPECT_TRUE(s->DeleteVersion("demo", "v1").ok());  // gone already: fine
+  auto left = s->ListVersions("demo");
+  ASSERT_TRUE(left.ok());
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].version, "v2");
+  auto other = s->GetVersion("other", "v1");
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(other->has_value());
+  // The name can be registered again, with other content.
+  EXPECT_TRUE(s->PutVersion(VersionRecord{"demo", "v1", "/srv/new", "", 3}).ok());
+}
+
 TEST_F(StoreTest, DeleteKeepsHistoryUnlessPurged) {
   auto s = Open();
   for (const char* name : {"keep", "purge"}) {
