@@ -60,6 +60,13 @@ bool Terminal(const std::string& status) {
   return status != "InProgress" && status != "WaitingForApproval";
 }
 
+// `dir` spelt one way: "/a/b/./c/" and "/a/b/c" are both "/a/b/c".
+std::string NormalDir(const std::string& dir) {
+  std::string out = fs::path(dir).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
 // The image a build of `version` makes: localhost/bluegreen/STACK:VERSION. An image name's parts
 // cannot start or end with a dash, which a stack name can: those dashes are left out.
 std::string ImageName(const std::string& stack, const std::string& version) {
@@ -567,8 +574,12 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
 void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& spec) {
   if (keep_versions_ <= 0) return;
   const bool containers = spec.service.runtime != stack::Runtime::kProcess;
-  const std::string own_dir = fmt::format("{}/{}/", paths_.artifacts_dir(), stack);
-  std::vector<store::VersionRecord> doomed;
+  const std::string stack_dir = fmt::format("{}/{}", paths_.artifacts_dir(), stack);
+  struct Doomed {
+    store::VersionRecord v;
+    std::string moved;  // the artifact directory, renamed out of the way
+  };
+  std::vector<Doomed> doomed;
   {
     // ManualDeploy checks that a version exists and starts its rollout under this lock: a
     // version is either in use by the time it is looked at here, or gone before it is deployed.
@@ -577,7 +588,8 @@ void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& s
     Result<std::vector<store::ServiceRecord>> services = store_->ListServices(stack);
     Result<std::vector<store::TaskRecord>> tasks = store_->ListTasks(stack);
     Result<std::vector<store::ExecutionRecord>> active = store_->ListExecutions(stack, 1000, true);
-    if (!versions.ok() || !services.ok() || !tasks.ok() || !active.ok()) return;  // next build
+    Result<std::vector<store::StackRecord>> stacks = store_->ListStacks();
+    if (!versions.ok() || !services.ok() || !tasks.ok() || !active.ok() || !stacks.ok()) return;
     std::set<std::string> in_use;
     for (const store::ServiceRecord& s : *services) {
       if (s.version) in_use.insert(*s.version);
@@ -585,30 +597,58 @@ void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& s
     }
     for (const store::TaskRecord& t : *tasks) in_use.insert(t.version);
     for (const store::ExecutionRecord& e : *active) in_use.insert(e.version);
+    // How many versions, of any stack, name each directory and image: a build that another
+    // version also names (registered by hand with the build's path or tag) stays.
+    std::map<std::string, int> refs;
+    for (const store::StackRecord& other : *stacks) {
+      Result<std::vector<store::VersionRecord>> vs =
+          other.name == stack ? versions : store_->ListVersions(other.name);
+      if (!vs.ok()) return;
+      for (const store::VersionRecord& v : *vs) {
+        if (!v.artifact_dir.empty()) {
+          ++refs["dir:" + NormalDir(v.artifact_dir)];
+        }
+        if (!v.image.empty()) ++refs["image:" + v.image];
+      }
+    }
     int builds = 0;
     for (const store::VersionRecord& v : *versions) {  // newest first
-      // Only what the pipeline built: an artifact directory or image registered by hand is the
-      // user's.
-      const bool built_dir = !v.artifact_dir.empty() && v.artifact_dir.starts_with(own_dir);
+      // Only what the pipeline built, at exactly the path or tag it builds to: an artifact
+      // directory or image registered by hand is the user's.
+      const bool built_dir = v.artifact_dir == stack_dir + "/" + v.version;
       const bool built_image = !v.image.empty() && v.image == ImageName(stack, v.version);
       if (!built_dir && !built_image) continue;
       if (++builds <= keep_versions_ || in_use.contains(v.version)) continue;
       if (built_image && !containers) continue;  // no engine to ask while the stack runs processes
+      if (refs[built_dir ? "dir:" + NormalDir(v.artifact_dir) : "image:" + v.image] > 1) {
+        continue;
+      }
       Status st = store_->DeleteVersion(stack, v.version);
       if (!st.ok()) {
         spdlog::warn("{}: cannot forget version {}: {}", stack, v.version, st.message());
         continue;
       }
-      doomed.push_back(v);
+      Doomed d{v, ""};
+      if (built_dir) {
+        // Out of the way at once (a rename is atomic): the name cannot be registered again with
+        // this directory, and a crash before the removal leaves a ".removing-" directory that
+        // the next clean-up removes.
+        d.moved = stack_dir + "/.removing-" + v.version;
+        std::error_code ec;
+        fs::rename(v.artifact_dir, d.moved, ec);
+        if (ec) d.moved = v.artifact_dir;
+      }
+      doomed.push_back(std::move(d));
     }
   }
-  for (const store::VersionRecord& v : doomed) {
+  for (const Doomed& d : doomed) {
+    const store::VersionRecord& v = d.v;
     std::string what;
     Status st = Status::Ok();
     if (!v.artifact_dir.empty()) {
       what = "artifact directory " + v.artifact_dir;
       std::error_code ec;
-      fs::remove_all(v.artifact_dir, ec);
+      fs::remove_all(d.moved, ec);
       if (ec) st = Internal(ec.message());
     } else {
       what = "image " + v.image;
@@ -623,6 +663,14 @@ void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& s
         v.version, what, st.ok() ? "" : " (which failed: " + st.message() + ")", keep_versions_);
     (void)store_->AddEvent(stack, "version_removed", message);
     spdlog::info("{}: {}", stack, message);
+  }
+  // Directories a crash left half removed.
+  std::error_code ec;
+  for (fs::directory_iterator it(stack_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string().starts_with(".removing-")) {
+      std::error_code rm;
+      fs::remove_all(it->path(), rm);
+    }
   }
 }
 

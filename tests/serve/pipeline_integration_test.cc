@@ -578,6 +578,12 @@ TEST_F(PipelineRetentionTest, KeepsTheNewestBuildsAndThoseInUse) {
       ApiAnswer reg, Api("POST", "/api/v1/stacks/" + f.name + "/versions",
                          Json{{"version", "by-hand"}, {"artifact_dir", manual_dir}}.dump()));
   ASSERT_EQ(reg.status, 201) << reg.body;
+  // One registered by hand inside the pipeline's own directory: not a build either.
+  const std::string stack_dir = state_dir_ + "/artifacts/" + f.name;
+  BG_ASSERT_OK_AND_ASSIGN(
+      reg, Api("POST", "/api/v1/stacks/" + f.name + "/versions",
+               Json{{"version", "whole-dir"}, {"artifact_dir", stack_dir + "/."}}.dump()));
+  ASSERT_EQ(reg.status, 201) << reg.body;
 
   auto versions = [&] {
     std::map<std::string, std::string> out;  // version -> artifact_dir
@@ -591,6 +597,13 @@ TEST_F(PipelineRetentionTest, KeepsTheNewestBuildsAndThoseInUse) {
   const std::string v1_dir = versions()[v1];
   ASSERT_FALSE(v1_dir.empty());
   ASSERT_TRUE(std::filesystem::is_directory(v1_dir)) << v1_dir;
+  // A version registered by hand with v2's build directory (spelt differently): v2 stays while
+  // it does.
+  const std::string v2_dir = versions()[v2];
+  BG_ASSERT_OK_AND_ASSIGN(
+      reg, Api("POST", "/api/v1/stacks/" + f.name + "/versions",
+               Json{{"version", "alias-of-v2"}, {"artifact_dir", v2_dir + "/."}}.dump()));
+  ASSERT_EQ(reg.status, 201) << reg.body;
 
   // v3's build: v1 is beyond the newest two builds but still runs on the test side: kept.
   BG_ASSERT_OK_AND_ASSIGN(Json r3, Release(f, {"red"}));
@@ -608,8 +621,12 @@ TEST_F(PipelineRetentionTest, KeepsTheNewestBuildsAndThoseInUse) {
     ASSERT_TRUE(left.contains(v)) << v;
     EXPECT_TRUE(std::filesystem::is_directory(left.at(v))) << left.at(v);
   }
-  EXPECT_TRUE(left.contains("by-hand"));
+  for (const char* v : {"by-hand", "whole-dir", "alias-of-v2"}) EXPECT_TRUE(left.contains(v)) << v;
   EXPECT_TRUE(std::filesystem::is_directory(manual_dir));
+  // No half-removed directory is left behind.
+  for (const auto& entry : std::filesystem::directory_iterator(stack_dir)) {
+    EXPECT_FALSE(entry.path().filename().string().starts_with(".removing-")) << entry.path();
+  }
 
   bool said = false;
   for (const Json& ev : Get("/api/v1/stacks/" + f.name + "/events").value("events", Json::array())) {
@@ -629,6 +646,11 @@ TEST_F(PipelineRetentionTest, KeepsTheNewestBuildsAndThoseInUse) {
   BG_ASSERT_OK_AND_ASSIGN(ApiAnswer rb, Action(f.name, "rollback"));
   EXPECT_EQ(rb.status, 200) << rb.body;
   EXPECT_TRUE(AllAnswer(f.production_port, "red\n", 5, &got)) << got;
+
+  // v5's build: v2 runs nowhere (production v3, test v4) but alias-of-v2 names its directory.
+  BG_ASSERT_OK_AND_ASSIGN(Json r5, Release(f, {"blue"}));
+  EXPECT_TRUE(versions().contains(v2));
+  EXPECT_TRUE(std::filesystem::is_directory(v2_dir)) << v2_dir;
 }
 
 // ---------------------------------------------------------------------------------------------
