@@ -467,7 +467,8 @@ Status ContainerRuntime::RemoveImage(const std::string& tag) {
   Result<HttpClientResponse> r =
       engine.Call(what, "DELETE", fmt::format("/images/{}", UrlEncode(tag, "/:")));
   if (!r.ok()) return r.status();
-  if (r->status == 200 || r->status == 404) return Status::Ok();
+  if (r->status == 200) return Status::Ok();
+  if (r->status == 404) return NotFound(fmt::format("{}: no image {}", flavor_, tag));
   return engine.Error(what, *r);
 }
 

@@ -93,7 +93,8 @@ class ContainerRuntime final : public Runtime {
   Result<std::string> BuildImage(const ImageBuildRequest& req);
 
   // Removes the image `tag` (DELETE /images/TAG; not forced, so an image that a container still
-  // uses stays and this fails). OK when the engine does not know the image.
+  // uses stays and this fails with the engine's message). NotFound when the engine does not know
+  // the image.
   Status RemoveImage(const std::string& tag);
 
  private:

@@ -656,11 +656,17 @@ void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& s
       st = runtime::ContainerRuntime(runtime::ContainerRuntime::SocketFor(flavor), flavor)
                .RemoveImage(v.image);
     }
-    if (!st.ok()) spdlog::warn("{}: version {}: cannot remove its {}: {}", stack, v.version, what,
-                               st.message());
-    const std::string message = fmt::format(
-        "version {} removed with its {}{} (builds kept: the newest {} and those in use)",
-        v.version, what, st.ok() ? "" : " (which failed: " + st.message() + ")", keep_versions_);
+    std::string outcome;
+    if (st.code() == StatusCode::kNotFound) {
+      outcome = " (which the engine no longer had)";
+    } else if (!st.ok()) {
+      outcome = " (which failed: " + st.message() + ")";
+      spdlog::warn("{}: version {}: cannot remove its {}: {}", stack, v.version, what,
+                   st.message());
+    }
+    const std::string message =
+        fmt::format("version {} removed with its {}{} (builds kept: the newest {} and those in use)",
+                    v.version, what, outcome, keep_versions_);
     (void)store_->AddEvent(stack, "version_removed", message);
     spdlog::info("{}: {}", stack, message);
   }

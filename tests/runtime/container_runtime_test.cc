@@ -580,7 +580,17 @@ TEST_F(ContainerRuntimeTest, BuildImageFromADirectoryAndRunIt) {
   Result<TaskHandle> handle = runtime_->Start(spec);
   ASSERT_TRUE(handle.ok()) << handle.status().ToString();
   EXPECT_TRUE(WaitForBody(port, "built\n", 30s));
+
+  // An image a container uses is not removed; once the container is gone it is, and then the
+  // engine does not know it.
+  Status removed = runtime_->RemoveImage(req.tag);
+  EXPECT_FALSE(removed.ok()) << "removed an image in use";
+  EXPECT_TRUE(EngineGet("/images/" + req.tag + "/json").is_object()) << removed.ToString();
   BG_ASSERT_OK(runtime_->Stop(*handle, 1s));
+  BG_ASSERT_OK(runtime_->RemoveImage(req.tag));
+  EXPECT_TRUE(EngineGet("/images/" + req.tag + "/json").is_null()) << "the image is still there";
+  removed = runtime_->RemoveImage(req.tag);
+  EXPECT_EQ(removed.code(), StatusCode::kNotFound) << removed.ToString();
 }
 
 TEST_F(ContainerRuntimeTest, FailedImageBuildCarriesTheEnginesMessage) {
