@@ -67,6 +67,11 @@ std::string NormalDir(const std::string& dir) {
   return out;
 }
 
+// The artifact directory a build of `version` makes: STATE/artifacts/STACK/VERSION.
+std::string BuildDir(const Paths& paths, const std::string& stack, const std::string& version) {
+  return fmt::format("{}/{}/{}", paths.artifacts_dir(), stack, version);
+}
+
 // The image a build of `version` makes: localhost/bluegreen/STACK:VERSION. An image name's parts
 // cannot start or end with a dash, which a stack name can: those dashes are left out.
 std::string ImageName(const std::string& stack, const std::string& version) {
@@ -537,7 +542,7 @@ void Pipeline::RunSourceAndBuild(store::ExecutionRecord e,
     artifact_paths = *files;
     flatten = buildspec.discard_paths;
   }
-  const std::string dest = fmt::format("{}/{}/{}", paths_.artifacts_dir(), e.stack, e.version);
+  const std::string dest = BuildDir(paths_, e.stack, e.version);
   fs::create_directories(fs::path(dest).parent_path(), ec);
   fs::remove_all(dest, ec);
   if (flatten) {
@@ -615,7 +620,7 @@ void Pipeline::PruneVersions(const std::string& stack, const stack::StackSpec& s
     for (const store::VersionRecord& v : *versions) {  // newest first
       // Only what the pipeline built, at exactly the path or tag it builds to: an artifact
       // directory or image registered by hand is the user's.
-      const bool built_dir = v.artifact_dir == stack_dir + "/" + v.version;
+      const bool built_dir = v.artifact_dir == BuildDir(paths_, stack, v.version);
       const bool built_image = !v.image.empty() && v.image == ImageName(stack, v.version);
       if (!built_dir && !built_image) continue;
       if (++builds <= keep_versions_ || in_use.contains(v.version)) continue;

@@ -47,7 +47,7 @@ class Pipeline {
   // stack's builds beyond the newest `keep_versions` are removed, with their versions, unless a
   // service, a task or an active execution uses them. 0 keeps every build.
   Pipeline(store::Store* store, Paths paths, std::function<void()> wake_reconciler,
-           int keep_versions = 0);
+           int keep_versions);
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
